@@ -1,0 +1,60 @@
+#pragma once
+// Element math used by policies, specialisable per value type. Policies are written once as
+// templates over the value type T (double in the reference, float on the host and the GPU,
+// a SIMD batch in the CPU micro-kernels) and call math<T>::exp and friends; each backend
+// provides the specialisation that is fast for it (see cpu/simd_math.hpp).
+#include <cmath>
+
+#include "config.hpp"
+
+namespace attnkit {
+
+template <class T, class = void>
+struct math;
+
+template <class T>
+struct math<T, std::enable_if_t<std::is_floating_point_v<T>>> {
+  ATTNKIT_HD static T exp(T x) {
+#if defined(ATTNKIT_ON_DEVICE)
+    if constexpr (sizeof(T) == 4) return ::__expf(x); else return ::exp(x);
+#else
+    return std::exp(x);
+#endif
+  }
+  ATTNKIT_HD static T log(T x) {
+#if defined(ATTNKIT_ON_DEVICE)
+    if constexpr (sizeof(T) == 4) return ::__logf(x); else return ::log(x);
+#else
+    return std::log(x);
+#endif
+  }
+  ATTNKIT_HD static T log1p(T x) {
+#if defined(ATTNKIT_ON_DEVICE)
+    return ::log1p(x);
+#else
+    return std::log1p(x);
+#endif
+  }
+  ATTNKIT_HD static T tanh(T x) {
+#if defined(ATTNKIT_ON_DEVICE)
+    return ::tanh(x);
+#else
+    return std::tanh(x);
+#endif
+  }
+  ATTNKIT_HD static T pow(T x, T y) {
+#if defined(ATTNKIT_ON_DEVICE)
+    return ::pow(x, y);
+#else
+    return std::pow(x, y);
+#endif
+  }
+  ATTNKIT_HD static T abs(T x) { return x < T(0) ? -x : x; }
+  ATTNKIT_HD static T max(T a, T b) { return a < b ? b : a; }
+  ATTNKIT_HD static T min(T a, T b) { return b < a ? b : a; }
+  ATTNKIT_HD static T select_positive(T cond, T a, T b) { return cond > T(0) ? a : b; }
+};
+
+inline constexpr float neg_inf = -__builtin_huge_valf();
+
+}  // namespace attnkit

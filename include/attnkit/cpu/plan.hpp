@@ -1,0 +1,518 @@
+#pragma once
+// The CPU tile loop. A Plan validates a call and splits it into independent work items,
+// one per (batch, query head, query tile) -- or per head for chunked linear attention --
+// ordered so that the query heads sharing a key/value head come together. Engines drive the
+// items from their own threads with execute(begin, end, worker); run() in run.hpp is the
+// default driver.
+//
+// One work item: Q tile -> Q^T (scaled) in a buffer; for each key tile the mask does not
+// skip: S^T = K Q^T (register-blocked GEMM), score modifiers, element mask on partial tiles
+// only, the score function's monoid update vectorised across the tile's queries, O += P V.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "../score/partial_state.hpp"
+#include "../variant.hpp"
+#include "bind.hpp"
+#include "gemm.hpp"
+#include "simd.hpp"
+
+namespace attnkit::cpu {
+
+inline constexpr index_t tile_q = 64;  // queries per work item (a multiple of the SIMD width)
+inline constexpr index_t tile_k = 64;  // keys per inner tile
+
+struct TileCounters {
+  index_t full = 0, partial = 0, skipped = 0;
+  index_t visited() const { return full + partial; }
+};
+
+template <class Variant, class TQ, class TK, class TV, class TO>
+class Plan {
+  using Score = typename Variant::score_type;
+  using MaskT = typename Variant::mask_type;
+  using Bind = Binder<MaskT>;
+  static constexpr bool linear = is_linear_score<Score>();
+  static constexpr bool content = is_content_dependent<MaskT>();
+  static constexpr index_t TQP = round_up(tile_q, simd_width);
+
+ public:
+  // Scratch memory of one thread; keep one per thread across execute() calls.
+  struct Worker {
+    std::vector<float> qt, st, valid, acc, m, l, lambda, alpha;
+    std::vector<float> kcache, vcache;  // converted K (or phi(K)) and V of one kv head
+    index_t cached_b = -1, cached_h = -1;
+    std::vector<float> cand_s;          // top-k candidates [tile_q, Nk]
+    std::vector<index_t> cand_j, cand_n;
+    std::vector<RowThreshold> thresholds;
+    typename Bind::Store store;
+    TileCounters counters;
+  };
+
+  Plan(const Variant& attn, TensorView<const TQ> q, TensorView<const TK> k, TensorView<const TV> v,
+       TensorView<TO> o, const Options& opt, const PartialState* partial = nullptr)
+      : attn_(attn), q_(q), k_(k), v_(v), o_(o), opt_(opt) {
+    p_ = make_problem(q, k, v, o, opt);
+    attn.validate(p_);
+    score_ = attn.score.resolve(p_);
+    if (opt.lse) require(score_has_lse<Score>(), "lse", std::string("score function '") + Score::name + "' has no log-sum-exp");
+    if (partial) {
+      require(partial->o.shape == o.shape, "partial.o", "must have the output's shape");
+      require(partial->m.data && partial->l.data, "partial", "m and l views are required");
+      partial_ = *partial;
+      has_partial_ = true;
+    }
+    group_ = p_.group();
+    n_qtiles_ = (p_.Nq + tile_q - 1) / tile_q;
+    Dvp_ = round_up(p_.Dv, gemm_nr);
+    k_direct_ = std::is_same_v<TK, float> && !linear;
+    v_direct_ = std::is_same_v<TV, float> && p_.Dv % gemm_nr == 0;
+    chunked_ = linear && runs_chunked();
+    if constexpr (content) heads_.resize(std::size_t(p_.B * p_.Hq));
+  }
+
+  const ProblemInfo& problem() const { return p_; }
+
+  // Phase 1 (content-dependent masks only): per-head binding, items [0, prepare_items()).
+  index_t prepare_items() const { return content && !p_.empty() ? p_.B * p_.Hq : 0; }
+  void prepare(index_t begin, index_t end) {
+    for (index_t it = begin; it < end; ++it) {
+      const index_t b = it / p_.Hq, h = it % p_.Hq;
+      heads_[it] = Bind::bind_head(attn_.mask, inputs(b, h));
+    }
+  }
+
+  // Phase 2: the attention itself, items [0, work_items()).
+  index_t work_items() const {
+    if (p_.empty()) return 0;
+    return chunked_ ? p_.B * p_.Hq : p_.B * p_.Hq * n_qtiles_;
+  }
+  void execute(index_t begin, index_t end, Worker& w) {
+    for (index_t it = begin; it < end; ++it) {
+      if (chunked_) run_linear_chunked(it, w);
+      else run_tile(it, w);
+    }
+  }
+
+  // The mask as this backend applies it to head (b, h): [Nq * Nk] bytes, 1 = key allowed.
+  // Uses the same binding, classification and top-k logits as execute(); for tests.
+  std::vector<std::uint8_t> selection(index_t b, index_t h, Worker& w) {
+    std::vector<std::uint8_t> sel(std::size_t(p_.Nq * p_.Nk), 0);
+    const index_t hkv = p_.kv_head(h);
+    if constexpr (content) heads_[b * p_.Hq + h] = Bind::bind_head(attn_.mask, inputs(b, h));
+    for (index_t i0 = 0; i0 < p_.Nq; i0 += tile_q) {
+      const index_t rows = std::min(tile_q, p_.Nq - i0), pos0 = p_.pos(i0);
+      const float *kf = nullptr, *vf = nullptr;
+      index_t ldk = 0, ldv = 0;
+      load_head(w, b, hkv, kf, ldk, vf, ldv);
+      pack_q(w, b, h, i0, rows);
+      alloc_tile(w);
+      const auto bound = [&] {
+        if constexpr (content) return Bind::bind_tile(attn_.mask, heads_[b * p_.Hq + h], w.store, inputs(b, h), {pos0, rows});
+        else return attn_.mask;
+      }();
+      auto mark = [&](const auto& bm) {
+        for_each_key_tile(bm, pos0, rows, tile_keys(bm, pos0, rows, 0, p_.Nk), [&](index_t jlo, index_t n, TileKind kind) {
+          if (kind == TileKind::skip) return;
+          logits(w, kf, ldk, jlo, n, b, h, i0, rows);
+          for (index_t c = 0; c < n; ++c)
+            for (index_t r = 0; r < rows; ++r)
+              sel[(i0 + r) * p_.Nk + jlo + c] =
+                  kind == TileKind::full || mask_allows(bm, pos0 + r, jlo + c, w.st[c * TQP + r]);
+        });
+      };
+      if constexpr (is_topk_mask_v<MaskT>) {
+        select_topk(w, bound, kf, ldk, b, h, i0, rows);
+        mark(TopKRows<std::remove_const_t<decltype(bound)>>{bound, w.thresholds.data(), pos0});
+      } else {
+        mark(bound);
+      }
+    }
+    return sel;
+  }
+
+  TileCounters counters() const {
+    return {full_.load(), partial_tiles_.load(), skipped_.load()};
+  }
+  void add_counters(const Worker& w) {
+    full_ += w.counters.full;
+    partial_tiles_ += w.counters.partial;
+    skipped_ += w.counters.skipped;
+  }
+
+ private:
+  // ---------------------------------------------------------------- shared helpers
+  HeadInputs inputs(index_t b, index_t h) const {
+    const index_t hkv = p_.kv_head(h), D = p_.D;
+    const auto q = q_;
+    const auto k = k_;
+    return {&p_, b, h,
+            [q, b, h, D](index_t i, float* out) {
+              const TQ* row = q.row(b, h, i);
+              for (index_t d = 0; d < D; ++d) out[d] = to_float(row[d]);
+            },
+            [k, b, hkv, D](index_t j, float* out) {
+              const TK* row = k.row(b, hkv, j);
+              for (index_t d = 0; d < D; ++d) out[d] = to_float(row[d]);
+            }};
+  }
+
+  bool runs_chunked() const {
+    if constexpr (std::is_same_v<MaskT, Full> || std::is_same_v<MaskT, Causal>) return true;
+    else if constexpr (std::is_same_v<MaskT, SlidingWindow>)
+      return attn_.mask.sinks == 0 && attn_.mask.left >= p_.Nk + std::max<index_t>(p_.q_offset, 0) &&
+             (attn_.mask.right == 0 || attn_.mask.right >= p_.Nk);
+    else return false;
+  }
+  bool mask_is_causal() const {
+    if constexpr (std::is_same_v<MaskT, Causal>) return true;
+    else if constexpr (std::is_same_v<MaskT, SlidingWindow>) return attn_.mask.right == 0;
+    else return false;
+  }
+
+  // K (or phi(K)) and V of kv head (b, hkv) as float rows: direct views or converted copies.
+  void load_head(Worker& w, index_t b, index_t hkv, const float*& kf, index_t& ldk, const float*& vf, index_t& ldv) {
+    const index_t Nk = p_.Nk, D = p_.D;
+    const bool cached = w.cached_b == b && w.cached_h == hkv;
+    if (k_direct_) {
+      if constexpr (std::is_same_v<TK, float>) kf = k_.row(b, hkv, 0), ldk = k_.stride[2];
+    } else {
+      if (!cached) {
+        w.kcache.resize(std::size_t(Nk * D));
+        for (index_t j = 0; j < Nk; ++j) {
+          const TK* row = k_.row(b, hkv, j);
+          float* dst = w.kcache.data() + j * D;
+          for (index_t d = 0; d < D; ++d) {
+            if constexpr (linear) dst[d] = score_.feature(to_float(row[d]));
+            else dst[d] = to_float(row[d]);
+          }
+        }
+      }
+      kf = w.kcache.data(), ldk = D;
+    }
+    if (v_direct_) {
+      if constexpr (std::is_same_v<TV, float>) vf = v_.row(b, hkv, 0), ldv = v_.stride[2];
+    } else {
+      if (!cached) {
+        w.vcache.assign(std::size_t(Nk * Dvp_), 0.f);
+        for (index_t j = 0; j < Nk; ++j) {
+          const TV* row = v_.row(b, hkv, j);
+          for (index_t d = 0; d < p_.Dv; ++d) w.vcache[j * Dvp_ + d] = to_float(row[d]);
+        }
+      }
+      vf = w.vcache.data(), ldv = Dvp_;
+    }
+    w.cached_b = b, w.cached_h = hkv;
+  }
+
+  // Q^T of rows [i0, i0 + rows) into w.qt [D][TQP], scaled (or feature-mapped), zero padded.
+  void pack_q(Worker& w, index_t b, index_t h, index_t i0, index_t rows) const {
+    const index_t D = p_.D;
+    w.qt.assign(std::size_t(D * TQP), 0.f);
+    for (index_t r = 0; r < rows; ++r) {
+      const TQ* row = q_.row(b, h, i0 + r);
+      for (index_t d = 0; d < D; ++d) {
+        if constexpr (linear) w.qt[d * TQP + r] = score_.feature(to_float(row[d]));
+        else w.qt[d * TQP + r] = p_.scale * to_float(row[d]);
+      }
+    }
+  }
+
+  void alloc_tile(Worker& w) const {
+    w.st.resize(std::size_t(tile_k * TQP));
+    w.valid.resize(std::size_t(tile_k * TQP));
+    w.acc.assign(std::size_t(tile_q * Dvp_), 0.f);
+    w.m.assign(std::size_t(TQP), initial_row_max<Score>());
+    w.l.assign(std::size_t(TQP), 0.f);
+    w.lambda.assign(std::size_t(TQP), 1.f);
+    w.alpha.resize(std::size_t(TQP));
+  }
+
+  // S^T[c][r] for keys [jlo, jlo + n): logits after modifiers.
+  void logits(Worker& w, const float* kf, index_t ldk, index_t jlo, index_t n, index_t b, index_t h, index_t i0,
+              index_t rows) const {
+    gemm<false>(n, TQP, p_.D, kf + jlo * ldk, ldk, 1, w.qt.data(), TQP, w.st.data(), TQP);
+    if constexpr (Variant::has_mods) {
+      for (index_t c = 0; c < n; ++c)
+        for (index_t r = 0; r < rows; ++r) {
+          float& s = w.st[c * TQP + r];
+          s = attn_.template modify<float>(s, {b, h, i0 + r, p_.pos(i0 + r), jlo + c});
+        }
+    }
+  }
+
+  template <class BM>
+  KeyBounds tile_keys(const BM& bm, index_t pos0, index_t rows, index_t lo, index_t hi) const {
+    KeyBounds kb = mask_key_bounds(bm, pos0, pos0 + rows, p_.Nk);
+    return {std::max(kb.lo, lo), std::min(kb.hi, hi)};
+  }
+
+  // Iterates the key tiles of [kb.lo, kb.hi) with their class: f(jlo, n, kind).
+  template <class BM, class F>
+  void for_each_key_tile(const BM& bm, index_t pos0, index_t rows, KeyBounds kb, F&& f) const {
+    for (index_t j0 = kb.lo / tile_k * tile_k; j0 < kb.hi; j0 += tile_k) {
+      const index_t jlo = std::max(j0, kb.lo), jhi = std::min(j0 + tile_k, kb.hi);
+      f(jlo, jhi - jlo, mask_classify(bm, TileRect{pos0, pos0 + rows, jlo, jhi}));
+    }
+  }
+
+  // ---------------------------------------------------------------- quadratic tile loop
+  void run_tile(index_t item, Worker& w) {
+    const index_t qt = item % n_qtiles_, t = item / n_qtiles_;
+    const index_t g = t % group_, hkv = (t / group_) % p_.Hkv, b = t / (group_ * p_.Hkv);
+    const index_t h = hkv * group_ + g;
+    const index_t i0 = qt * tile_q, rows = std::min(tile_q, p_.Nq - i0), pos0 = p_.pos(i0);
+    const float *kf = nullptr, *vf = nullptr;
+    index_t ldk = 0, ldv = 0;
+    load_head(w, b, hkv, kf, ldk, vf, ldv);
+    pack_q(w, b, h, i0, rows);
+    alloc_tile(w);
+    const auto bound = [&] {
+      if constexpr (content) return Bind::bind_tile(attn_.mask, heads_[b * p_.Hq + h], w.store, inputs(b, h), {pos0, rows});
+      else return attn_.mask;
+    }();
+    if constexpr (is_topk_mask_v<MaskT>) {
+      select_topk(w, bound, kf, ldk, b, h, i0, rows);
+      const TopKRows<std::remove_const_t<decltype(bound)>> rows_mask{bound, w.thresholds.data(), pos0};
+      attend(w, rows_mask, kf, ldk, vf, ldv, b, h, i0, rows);
+    } else {
+      attend(w, bound, kf, ldk, vf, ldv, b, h, i0, rows);
+    }
+  }
+
+  // TopK: per-row threshold (value, index) of the k-th largest (s, -j) among base-allowed keys.
+  template <class BM>
+  void select_topk(Worker& w, const BM& base, const float* kf, index_t ldk, index_t b, index_t h, index_t i0,
+                   index_t rows) const {
+    const index_t Nk = p_.Nk, pos0 = p_.pos(i0), kk = attn_.mask.k;
+    w.cand_s.resize(std::size_t(tile_q * std::max<index_t>(Nk, 1)));
+    w.cand_j.resize(w.cand_s.size());
+    w.cand_n.assign(std::size_t(tile_q), 0);
+    w.thresholds.assign(std::size_t(tile_q), RowThreshold{});
+    for_each_key_tile(base, pos0, rows, tile_keys(base, pos0, rows, 0, Nk), [&](index_t jlo, index_t n, TileKind kind) {
+      if (kind == TileKind::skip) return;
+      logits(w, kf, ldk, jlo, n, b, h, i0, rows);
+      for (index_t c = 0; c < n; ++c)
+        for (index_t r = 0; r < rows; ++r) {
+          float s = w.st[c * TQP + r];
+          if (kind == TileKind::partial && !mask_allows(base, pos0 + r, jlo + c, s)) continue;
+          if (s != s) s = neg_inf;  // NaN ranks lowest
+          const index_t e = r * Nk + w.cand_n[r]++;
+          w.cand_s[e] = s, w.cand_j[e] = jlo + c;
+        }
+    });
+    for (index_t r = 0; r < rows; ++r) {
+      const index_t n = w.cand_n[r];
+      if (n <= kk) {
+        w.thresholds[r].kept = n;
+        continue;
+      }
+      std::vector<index_t> order;  // small: indices into this row's candidates
+      order.resize(std::size_t(n));
+      for (index_t e = 0; e < n; ++e) order[e] = e;
+      const float* s = w.cand_s.data() + r * Nk;
+      const index_t* j = w.cand_j.data() + r * Nk;
+      std::nth_element(order.begin(), order.begin() + (kk - 1), order.end(), [&](index_t x, index_t y) {
+        return s[x] > s[y] || (s[x] == s[y] && j[x] < j[y]);
+      });
+      w.thresholds[r] = {s[order[kk - 1]], j[order[kk - 1]], kk};
+    }
+  }
+
+  // Number of keys each row may attend over all keys (for length-scaled score functions).
+  template <class BM>
+  void count_rows(Worker& w, const BM& bm, const float* kf, index_t ldk, index_t b, index_t h, index_t i0,
+                  index_t rows) {
+    std::vector<float> counts(std::size_t(rows), 0.f);
+    if constexpr (is_topk_mask_v<MaskT>) {
+      for (index_t r = 0; r < rows; ++r) counts[r] = float(w.thresholds[r].kept);
+    } else {
+      const index_t pos0 = p_.pos(i0);
+      for_each_key_tile(bm, pos0, rows, tile_keys(bm, pos0, rows, 0, p_.Nk), [&](index_t jlo, index_t n, TileKind kind) {
+        if (kind == TileKind::skip) return;
+        if (kind == TileKind::full) {
+          for (index_t r = 0; r < rows; ++r) counts[r] += float(n);
+          return;
+        }
+        if constexpr (LogitMask<BM>) logits(w, kf, ldk, jlo, n, b, h, i0, rows);
+        for (index_t c = 0; c < n; ++c)
+          for (index_t r = 0; r < rows; ++r)
+            counts[r] += mask_allows(bm, pos0 + r, jlo + c, w.st[c * TQP + r]) ? 1.f : 0.f;
+      });
+    }
+    for (index_t r = 0; r < rows; ++r) w.lambda[r] = score_row_scale<float>(score_, counts[r]);
+  }
+
+  template <class BM>
+  void attend(Worker& w, const BM& bm, const float* kf, index_t ldk, const float* vf, index_t ldv, index_t b,
+              index_t h, index_t i0, index_t rows) {
+    const index_t pos0 = p_.pos(i0);
+    if (score_needs_row_count(score_)) count_rows(w, bm, kf, ldk, b, h, i0, rows);
+    for_each_key_tile(bm, pos0, rows, tile_keys(bm, pos0, rows, p_.key_begin, p_.key_end),
+                      [&](index_t jlo, index_t n, TileKind kind) {
+                        if (kind == TileKind::skip) {
+                          ++w.counters.skipped;
+                          return;
+                        }
+                        ++(kind == TileKind::full ? w.counters.full : w.counters.partial);
+                        logits(w, kf, ldk, jlo, n, b, h, i0, rows);
+                        if (kind == TileKind::partial) apply_mask(w, bm, jlo, n, pos0, rows);
+                        update_rows(w, n, kind == TileKind::partial, rows);
+                        gemm<true>(rows, Dvp_, n, w.st.data(), 1, TQP, vf + jlo * ldv, ldv, w.acc.data(), Dvp_);
+                      });
+    finish_rows(w, b, h, i0, rows);
+  }
+
+  // Partial tile: masked logits become -inf (softmax) or 0 with a zero validity weight.
+  template <class BM>
+  void apply_mask(Worker& w, const BM& bm, index_t jlo, index_t n, index_t pos0, index_t rows) const {
+    for (index_t c = 0; c < n; ++c)
+      for (index_t r = 0; r < TQP; ++r) {
+        float& s = w.st[c * TQP + r];
+        const bool ok = r < rows && mask_allows(bm, pos0 + r, jlo + c, s);
+        if constexpr (Score::tracks_max) {
+          if (!ok) s = neg_inf;
+        } else {
+          w.valid[c * TQP + r] = ok ? 1.f : 0.f;
+          if (!ok) s = 0.f;
+        }
+      }
+  }
+
+  // The score function's monoid update, vectorised across the tile's queries: S^T -> P^T.
+  void update_rows(Worker& w, index_t n, bool partial, index_t rows) {
+    constexpr int W = simd_width;
+    float* st = w.st.data();
+    if constexpr (Score::tracks_max) {
+      bool rescale = false;
+      for (index_t r = 0; r < TQP; r += W) {
+        const vfloat m_old = vfloat::load_unaligned(w.m.data() + r);
+        vfloat mt(neg_inf);
+        for (index_t c = 0; c < n; ++c) mt = xsimd::max(mt, vfloat::load_unaligned(st + c * TQP + r));
+        const vfloat m_new = xsimd::max(m_old, mt);
+        // A row with nothing allowed so far keeps m = -inf; weigh against 0 to avoid inf - inf.
+        const vfloat m_use = xsimd::select(m_new == vfloat(neg_inf), vfloat(0.f), m_new);
+        const vfloat alpha = math<vfloat>::exp(m_old - m_use);
+        vfloat sum(0.f);
+        for (index_t c = 0; c < n; ++c) {
+          const vfloat p = score_.template weight<vfloat>(vfloat::load_unaligned(st + c * TQP + r), m_use, vfloat(1.f));
+          p.store_unaligned(st + c * TQP + r);
+          sum += p;
+        }
+        (vfloat::load_unaligned(w.l.data() + r) * alpha + sum).store_unaligned(w.l.data() + r);
+        m_new.store_unaligned(w.m.data() + r);
+        alpha.store_unaligned(w.alpha.data() + r);
+        rescale |= xsimd::any(alpha != vfloat(1.f));
+      }
+      if (rescale)
+        for (index_t r = 0; r < rows; ++r) {
+          const float a = w.alpha[r];
+          if (a == 1.f) continue;
+          float* acc = w.acc.data() + r * Dvp_;
+          for (index_t d = 0; d < Dvp_; ++d) acc[d] *= a;
+        }
+    } else {
+      for (index_t r = 0; r < TQP; r += W) {
+        const vfloat lambda = vfloat::load_unaligned(w.lambda.data() + r);
+        vfloat sum(0.f);
+        for (index_t c = 0; c < n; ++c) {
+          vfloat p = score_.template weight<vfloat>(vfloat::load_unaligned(st + c * TQP + r), vfloat(0.f), lambda);
+          if (partial) p *= vfloat::load_unaligned(w.valid.data() + c * TQP + r);
+          p.store_unaligned(st + c * TQP + r);
+          sum += p;
+        }
+        (vfloat::load_unaligned(w.l.data() + r) + sum).store_unaligned(w.l.data() + r);
+      }
+    }
+  }
+
+  void finish_rows(Worker& w, index_t b, index_t h, index_t i0, index_t rows) const {
+    for (index_t r = 0; r < rows; ++r) {
+      const float* acc = w.acc.data() + r * Dvp_;
+      const float m = w.m[r], l = w.l[r];
+      if (has_partial_) {
+        float* dst = partial_.o.row(b, h, i0 + r);
+        for (index_t d = 0; d < p_.Dv; ++d) dst[d] = acc[d];
+        partial_.m.at(b, h, i0 + r) = m;
+        partial_.l.at(b, h, i0 + r) = l;
+        continue;
+      }
+      const float f = score_.template finalize_factor<float>(m, l);
+      TO* out = o_.row(b, h, i0 + r);
+      for (index_t d = 0; d < p_.Dv; ++d) out[d] = from_float<TO>(acc[d] * f);
+      if constexpr (score_has_lse<Score>())
+        if (opt_.lse) opt_.lse.at(b, h, i0 + r) = row_lse(m, l);
+    }
+  }
+
+  // ---------------------------------------------------------------- chunked linear attention
+  // Causal: queries in chunks of tile_q positions; keys before the chunk live in the running
+  // state (S = sum phi(k) v^T, z = sum phi(k)), keys inside it take the masked quadratic form.
+  // Full: one state over all keys. O(N D Dv) work, O(D Dv) state.
+  void run_linear_chunked(index_t item, Worker& w) {
+    const index_t h = item % p_.Hq, b = item / p_.Hq, hkv = p_.kv_head(h);
+    const index_t D = p_.D, kb = p_.key_begin, ke = p_.key_end;
+    const float *kf = nullptr, *vf = nullptr;
+    index_t ldk = 0, ldv = 0;
+    load_head(w, b, hkv, kf, ldk, vf, ldv);
+    std::vector<float> state(std::size_t(D * Dvp_), 0.f), z(std::size_t(D), 0.f), den(std::size_t(TQP));
+    const bool causal = mask_is_causal();
+    index_t absorbed = kb;  // keys [kb, absorbed) are in the state
+    auto absorb_to = [&](index_t upto) {
+      upto = std::clamp(upto, kb, ke);
+      if (upto <= absorbed) return;
+      // state[d][:] += sum_j phi(k_j)[d] v_j  -- A(d, j) = kf[j * ldk + d]
+      gemm<true>(D, Dvp_, upto - absorbed, kf + absorbed * ldk, 1, ldk, vf + absorbed * ldv, ldv, state.data(), Dvp_);
+      for (index_t j = absorbed; j < upto; ++j)
+        for (index_t d = 0; d < D; ++d) z[d] += kf[j * ldk + d];
+      absorbed = upto;
+    };
+    if (!causal) absorb_to(ke);
+    for (index_t i0 = 0; i0 < p_.Nq; i0 += tile_q) {
+      const index_t rows = std::min(tile_q, p_.Nq - i0), pos0 = p_.pos(i0);
+      pack_q(w, b, h, i0, rows);
+      alloc_tile(w);
+      if (causal) absorb_to(pos0);  // every key before the chunk's first position
+      // inter-chunk: acc = phi(Q) state, den = phi(Q) z
+      gemm<false>(rows, Dvp_, D, w.qt.data(), 1, TQP, state.data(), Dvp_, w.acc.data(), Dvp_);
+      for (index_t r = 0; r < rows; ++r) {
+        float s = 0.f;
+        for (index_t d = 0; d < D; ++d) s += w.qt[d * TQP + r] * z[d];
+        w.l[r] = s;
+      }
+      // intra-chunk: causal keys from max(absorbed) to the chunk's last position
+      if (causal) {
+        const index_t jlo = std::max(absorbed, kb), jhi = std::min(pos0 + rows, ke);
+        for (index_t j0 = jlo; j0 < jhi; j0 += tile_k) {
+          const index_t n = std::min(tile_k, jhi - j0);
+          logits(w, kf, ldk, j0, n, b, h, i0, rows);
+          apply_mask(w, Causal{}, j0, n, pos0, rows);
+          update_rows(w, n, true, rows);
+          gemm<true>(rows, Dvp_, n, w.st.data(), 1, TQP, vf + j0 * ldv, ldv, w.acc.data(), Dvp_);
+        }
+      }
+      finish_rows(w, b, h, i0, rows);
+    }
+  }
+
+  Variant attn_;
+  TensorView<const TQ> q_;
+  TensorView<const TK> k_;
+  TensorView<const TV> v_;
+  TensorView<TO> o_;
+  Options opt_;
+  ProblemInfo p_;
+  Score score_;
+  PartialState partial_{};
+  bool has_partial_ = false;
+  index_t group_ = 1, n_qtiles_ = 0, Dvp_ = 0;
+  bool k_direct_ = false, v_direct_ = false, chunked_ = false;
+  std::vector<typename Bind::Head> heads_;
+  std::atomic<index_t> full_{0}, partial_tiles_{0}, skipped_{0};
+};
+
+}  // namespace attnkit::cpu

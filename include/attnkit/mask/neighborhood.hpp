@@ -1,0 +1,186 @@
+#pragma once
+// Neighborhood attention (NATTEN semantics) on a 1-, 2- or 3-D token grid, row-major, axis 0
+// slowest. Per axis: each query attends to the kernel-size window around it, shifted inward
+// at the borders so it always sees kernel keys; dilation d splits the axis into d interleaved
+// sub-grids (x attends only within x mod d); a causal axis sees the kernel keys ending at x.
+// Query positions and key indices both live on the grid (Nk = prod(grid)).
+#include <array>
+#include <string>
+
+#include "concepts.hpp"
+
+namespace attnkit {
+
+template <int Rank>
+struct Neighborhood {
+  static_assert(Rank >= 1 && Rank <= 3, "attnkit: neighborhood masks are 1-, 2- or 3-dimensional");
+  static constexpr const char* name = Rank == 1 ? "neighborhood1d" : Rank == 2 ? "neighborhood2d" : "neighborhood3d";
+
+  std::array<index_t, Rank> grid{};
+  std::array<index_t, Rank> kernel{};
+  std::array<index_t, Rank> dilation = filled(1);
+  std::array<bool, Rank> causal{};
+
+  static constexpr std::array<index_t, Rank> filled(index_t v) {
+    std::array<index_t, Rank> a{};
+    for (auto& x : a) x = v;
+    return a;
+  }
+
+  void validate(const ProblemInfo& p) const {
+    index_t n = 1;
+    for (int a = 0; a < Rank; ++a) {
+      const std::string ax = " (axis " + std::to_string(a) + ")";
+      require(grid[a] > 0, "mask.grid", "extents must be positive" + ax);
+      require(dilation[a] >= 1, "mask.dilation", "must be >= 1" + ax);
+      require(kernel[a] >= 1, "mask.kernel", "must be >= 1" + ax);
+      require(kernel[a] * dilation[a] <= grid[a], "mask.kernel",
+              "kernel " + std::to_string(kernel[a]) + " x dilation " + std::to_string(dilation[a]) +
+                  " is larger than the grid extent " + std::to_string(grid[a]) + ax);
+      n *= grid[a];
+    }
+    require(n == p.Nk, "mask.grid", "grid has " + std::to_string(n) + " tokens but Nk = " + std::to_string(p.Nk));
+    require(p.q_offset >= 0 && p.q_offset + p.Nq <= p.Nk, "q_offset",
+            "neighborhood queries must lie on the key grid: need 0 <= q_offset and q_offset + Nq <= Nk");
+  }
+
+  // Window of coordinate x on axis a, in sub-grid (group) coordinates: [start, end).
+  struct AxisWindow {
+    index_t group, start, end;
+  };
+  ATTNKIT_HD AxisWindow window(int a, index_t x) const {
+    const index_t d = dilation[a], K = kernel[a];
+    const index_t g = x % d, xi = x / d, Lg = (grid[a] - g + d - 1) / d;
+    if (causal[a]) return {g, xi - K + 1 < 0 ? 0 : xi - K + 1, xi + 1};
+    index_t s = xi - K / 2;
+    const index_t smax = Lg - K < 0 ? 0 : Lg - K;
+    s = s < 0 ? 0 : (s > smax ? smax : s);
+    return {g, s, s + K < Lg ? s + K : Lg};
+  }
+  ATTNKIT_HD index_t coord(index_t linear, int a) const {
+    for (int b = Rank - 1; b > a; --b) linear /= grid[b];
+    return linear % grid[a];
+  }
+  ATTNKIT_HD bool allowed(index_t pos, index_t j) const {
+    for (int a = 0; a < Rank; ++a) {
+      const index_t x = coord(pos, a), y = coord(j, a);
+      const AxisWindow w = window(a, x);
+      const index_t d = dilation[a];
+      if (y % d != w.group || y / d < w.start || y / d >= w.end) return false;
+    }
+    return true;
+  }
+
+  // --- tile classification: exact for dilation 1, conservative (never 'full') otherwise ---
+  struct Box {
+    index_t lo[Rank], hi[Rank];
+  };
+  static constexpr int max_boxes = 2 * Rank;
+
+  // Splits the linear range [lo, hi) into at most 2*Rank-1 axis-aligned boxes.
+  ATTNKIT_HD void decompose(index_t lo, index_t hi, int axis, Box prefix, Box* out, int& n) const {
+    if (lo >= hi) return;
+    if (axis == Rank - 1) {
+      prefix.lo[axis] = lo;
+      prefix.hi[axis] = hi;
+      out[n++] = prefix;
+      return;
+    }
+    index_t inner = 1;
+    for (int b = axis + 1; b < Rank; ++b) inner *= grid[b];
+    index_t a = lo / inner;
+    const index_t last = (hi - 1) / inner;
+    if (a == last) {
+      prefix.lo[axis] = a;
+      prefix.hi[axis] = a + 1;
+      decompose(lo - a * inner, hi - a * inner, axis + 1, prefix, out, n);
+      return;
+    }
+    if (lo % inner != 0) {
+      prefix.lo[axis] = a;
+      prefix.hi[axis] = a + 1;
+      decompose(lo - a * inner, inner, axis + 1, prefix, out, n);
+      ++a;
+    }
+    const bool last_partial = hi % inner != 0;
+    const index_t full_end = last_partial ? last : last + 1;
+    if (a < full_end) {
+      Box b = prefix;
+      b.lo[axis] = a;
+      b.hi[axis] = full_end;
+      for (int c = axis + 1; c < Rank; ++c) b.lo[c] = 0, b.hi[c] = grid[c];
+      out[n++] = b;
+    }
+    if (last_partial) {
+      prefix.lo[axis] = last;
+      prefix.hi[axis] = last + 1;
+      decompose(0, hi - last * inner, axis + 1, prefix, out, n);
+    }
+  }
+
+  // For a box of queries: per axis the coordinate range every key they see lies in (reach),
+  // and the range every one of them sees (common; empty when dilation > 1).
+  ATTNKIT_HD void reach(const Box& q, int a, index_t& lo, index_t& hi, index_t& clo, index_t& chi) const {
+    const index_t d = dilation[a];
+    if (d == 1) {
+      const AxisWindow first = window(a, q.lo[a]), lastw = window(a, q.hi[a] - 1);
+      lo = first.start, hi = lastw.end;       // windows move monotonically with x
+      clo = lastw.start, chi = first.end;
+      return;
+    }
+    lo = grid[a], hi = 0, clo = 0, chi = 0;
+    for (index_t x = q.lo[a]; x < q.hi[a]; ++x) {
+      const AxisWindow w = window(a, x);
+      const index_t s = w.group + d * w.start, e = w.group + d * (w.end - 1) + 1;
+      lo = s < lo ? s : lo;
+      hi = e > hi ? e : hi;
+    }
+  }
+
+  ATTNKIT_HD TileKind classify(const TileRect& r) const {
+    Box qb[max_boxes], kb[max_boxes];
+    int nq = 0, nk = 0;
+    decompose(r.q_lo, r.q_hi, 0, Box{}, qb, nq);
+    decompose(r.k_lo, r.k_hi, 0, Box{}, kb, nk);
+    bool any = false, all = true;
+    for (int u = 0; u < nq; ++u) {
+      index_t lo[Rank], hi[Rank], clo[Rank], chi[Rank];
+      for (int a = 0; a < Rank; ++a) reach(qb[u], a, lo[a], hi[a], clo[a], chi[a]);
+      for (int v = 0; v < nk; ++v) {
+        bool meets = true, inside = true;
+        for (int a = 0; a < Rank; ++a) {
+          meets &= kb[v].lo[a] < hi[a] && kb[v].hi[a] > lo[a];
+          inside &= kb[v].lo[a] >= clo[a] && kb[v].hi[a] <= chi[a];
+        }
+        any |= meets;
+        all &= inside;
+      }
+    }
+    return all ? TileKind::full : (any ? TileKind::partial : TileKind::skip);
+  }
+
+  ATTNKIT_HD KeyBounds key_bounds(index_t q_lo, index_t q_hi, index_t nk) const {
+    Box qb[max_boxes];
+    int nq = 0;
+    decompose(q_lo < 0 ? 0 : q_lo, q_hi > nk ? nk : q_hi, 0, Box{}, qb, nq);
+    index_t first = nk, last = 0;
+    for (int u = 0; u < nq; ++u) {
+      index_t lin_lo = 0, lin_hi = 0;
+      for (int a = 0; a < Rank; ++a) {
+        index_t lo, hi, clo, chi;
+        reach(qb[u], a, lo, hi, clo, chi);
+        lin_lo = lin_lo * grid[a] + lo;
+        lin_hi = lin_hi * grid[a] + (hi - 1);
+      }
+      first = lin_lo < first ? lin_lo : first;
+      last = lin_hi + 1 > last ? lin_hi + 1 : last;
+    }
+    return {first, last};
+  }
+};
+
+using Neighborhood1D = Neighborhood<1>;
+using Neighborhood2D = Neighborhood<2>;
+using Neighborhood3D = Neighborhood<3>;
+
+}  // namespace attnkit

@@ -1,0 +1,54 @@
+#pragma once
+// Sliding window with attention sinks: allowed iff -left <= j - pos <= right, or j < sinks.
+#include <limits>
+
+#include "concepts.hpp"
+
+namespace attnkit {
+
+inline constexpr index_t unbounded = std::numeric_limits<index_t>::max() / 4;
+
+struct SlidingWindow {
+  static constexpr const char* name = "window";
+  index_t left = unbounded;
+  index_t right = 0;
+  index_t sinks = 0;
+
+  void validate(const ProblemInfo&) const {
+    require(left >= 0 && left <= unbounded, "mask.left", "window extent must be in [0, unbounded]");
+    require(right >= 0 && right <= unbounded, "mask.right", "window extent must be in [0, unbounded]");
+    require(sinks >= 0, "mask.sinks", "must be non-negative");
+  }
+  ATTNKIT_HD bool allowed(index_t pos, index_t j) const {
+    return j < sinks || (j >= pos - left && j <= pos + right);
+  }
+  ATTNKIT_HD TileKind classify(const TileRect& r) const {
+    const bool window_full = r.k_lo >= (r.q_hi - 1) - left && (r.k_hi - 1) <= r.q_lo + right;
+    const bool window_skip = (r.k_hi - 1) < r.q_lo - left || r.k_lo > (r.q_hi - 1) + right;
+    if (window_full || r.k_hi <= sinks) return TileKind::full;
+    if (window_skip && r.k_lo >= sinks) return TileKind::skip;
+    return TileKind::partial;
+  }
+  ATTNKIT_HD KeyBounds key_bounds(index_t q_lo, index_t q_hi, index_t nk) const {
+    const index_t lo = sinks > 0 ? 0 : q_lo - left;
+    index_t hi = q_hi + right;
+    if (hi < sinks) hi = sinks;
+    return {lo < 0 ? 0 : lo, hi > nk ? nk : (hi < 0 ? 0 : hi)};
+  }
+};
+
+// Causal: every key at or before the query's position.
+struct Causal {
+  static constexpr const char* name = "causal";
+  ATTNKIT_HD bool allowed(index_t pos, index_t j) const { return j <= pos; }
+  ATTNKIT_HD TileKind classify(const TileRect& r) const {
+    if (r.k_hi - 1 <= r.q_lo) return TileKind::full;
+    if (r.k_lo > r.q_hi - 1) return TileKind::skip;
+    return TileKind::partial;
+  }
+  ATTNKIT_HD KeyBounds key_bounds(index_t, index_t q_hi, index_t nk) const {
+    return {0, q_hi < nk ? (q_hi < 0 ? 0 : q_hi) : nk};
+  }
+};
+
+}  // namespace attnkit

@@ -1,0 +1,48 @@
+#pragma once
+// softplus: p_ij = softplus(lambda_i * s_ij)^r, o_i = sum p v / sum p (l1 normalisation on by
+// default). lambda_i is 1, or log(n_i) with n_i the number of keys row i may attend (the
+// entropy-invariant length scale). Partial state: (o, l), summed.
+#include "../core/math.hpp"
+#include "../core/problem.hpp"
+
+namespace attnkit {
+
+enum class LengthScale { one, log_n };
+
+struct Softplus {
+  static constexpr const char* name = "softplus";
+  static constexpr bool tracks_max = false;
+  static constexpr bool has_lse = false;
+
+  float power = 1.f;  // r >= 1 sharpens strong weights
+  LengthScale length_scale = LengthScale::one;
+  bool normalize = true;
+
+  Softplus resolve(const ProblemInfo&) const {
+    require(power >= 1.f, "score.power", "softplus re-weighting power must be >= 1");
+    return *this;
+  }
+  // Per-row constant lambda_i from the row's allowed-key count (used when needs_row_count()).
+  bool needs_row_count() const { return length_scale == LengthScale::log_n; }
+  template <class T>
+  ATTNKIT_HD T row_scale(T n_allowed) const {
+    if (length_scale == LengthScale::one) return T(1);
+    return n_allowed > T(1) ? math<T>::log(n_allowed) : T(0);
+  }
+  template <class T>
+  ATTNKIT_HD T weight(T s, T /*m*/, T lambda) const {
+    using M = math<T>;
+    const T x = lambda * s;
+    // softplus(x) = max(x, 0) + log1p(e^{-|x|}), stable at both ends.
+    T p = M::max(x, T(0)) + M::log1p(M::exp(-M::abs(x)));
+    if (power != 1.f) p = M::pow(p, T(power));
+    return p;
+  }
+  template <class T>
+  ATTNKIT_HD T finalize_factor(T /*m*/, T l) const {
+    if (!normalize) return T(1);
+    return l > T(0) ? T(1) / l : T(0);
+  }
+};
+
+}  // namespace attnkit
