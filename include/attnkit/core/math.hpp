@@ -4,6 +4,7 @@
 // a SIMD batch in the CPU micro-kernels) and call math<T>::exp and friends; each backend
 // provides the specialisation that is fast for it (see cpu/simd_math.hpp).
 #include <cmath>
+#include <type_traits>
 
 #include "config.hpp"
 
@@ -52,8 +53,22 @@ struct math<T, std::enable_if_t<std::is_floating_point_v<T>>> {
   ATTNKIT_HD static T abs(T x) { return x < T(0) ? -x : x; }
   ATTNKIT_HD static T max(T a, T b) { return a < b ? b : a; }
   ATTNKIT_HD static T min(T a, T b) { return b < a ? b : a; }
-  ATTNKIT_HD static T select_positive(T cond, T a, T b) { return cond > T(0) ? a : b; }
+  // softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^{-|x|}), stable at both ends.
+  ATTNKIT_HD static T softplus(T x) { return max(x, T(0)) + log1p(exp(-abs(x))); }
 };
+
+// x^r for a real r >= 1; small integer powers avoid pow() on every backend.
+template <class T>
+ATTNKIT_HD T power_of(T x, float r) {
+  if (r == 1.f) return x;
+  if (r == 2.f) return x * x;
+  if (r == 3.f) return x * x * x;
+  if (r == 4.f) {
+    const T y = x * x;
+    return y * y;
+  }
+  return math<T>::pow(x, T(r));
+}
 
 inline constexpr float neg_inf = -__builtin_huge_valf();
 

@@ -18,6 +18,7 @@
 #include "../score/partial_state.hpp"
 #include "../variant.hpp"
 #include "bind.hpp"
+#include "convert.hpp"
 #include "gemm.hpp"
 #include "simd.hpp"
 
@@ -43,7 +44,7 @@ class Plan {
  public:
   // Scratch memory of one thread; keep one per thread across execute() calls.
   struct Worker {
-    std::vector<float> qt, st, valid, acc, m, l, lambda, alpha;
+    std::vector<float> qt, qrow, st, valid, acc, m, l, lambda, alpha;
     std::vector<float> kcache, vcache;  // converted K (or phi(K)) and V of one kv head
     index_t cached_b = -1, cached_h = -1;
     std::vector<float> cand_s;          // top-k candidates [tile_q, Nk]
@@ -151,14 +152,8 @@ class Plan {
     const auto q = q_;
     const auto k = k_;
     return {&p_, b, h,
-            [q, b, h, D](index_t i, float* out) {
-              const TQ* row = q.row(b, h, i);
-              for (index_t d = 0; d < D; ++d) out[d] = to_float(row[d]);
-            },
-            [k, b, hkv, D](index_t j, float* out) {
-              const TK* row = k.row(b, hkv, j);
-              for (index_t d = 0; d < D; ++d) out[d] = to_float(row[d]);
-            }};
+            [q, b, h, D](index_t i, float* out) { to_float_row(q.row(b, h, i), out, D); },
+            [k, b, hkv, D](index_t j, float* out) { to_float_row(k.row(b, hkv, j), out, D); }};
   }
 
   bool runs_chunked() const {
@@ -184,12 +179,10 @@ class Plan {
       if (!cached) {
         w.kcache.resize(std::size_t(Nk * D));
         for (index_t j = 0; j < Nk; ++j) {
-          const TK* row = k_.row(b, hkv, j);
           float* dst = w.kcache.data() + j * D;
-          for (index_t d = 0; d < D; ++d) {
-            if constexpr (linear) dst[d] = score_.feature(to_float(row[d]));
-            else dst[d] = to_float(row[d]);
-          }
+          to_float_row(k_.row(b, hkv, j), dst, D);
+          if constexpr (linear)
+            for (index_t d = 0; d < D; ++d) dst[d] = score_.feature(dst[d]);
         }
       }
       kf = w.kcache.data(), ldk = D;
@@ -199,10 +192,7 @@ class Plan {
     } else {
       if (!cached) {
         w.vcache.assign(std::size_t(Nk * Dvp_), 0.f);
-        for (index_t j = 0; j < Nk; ++j) {
-          const TV* row = v_.row(b, hkv, j);
-          for (index_t d = 0; d < p_.Dv; ++d) w.vcache[j * Dvp_ + d] = to_float(row[d]);
-        }
+        for (index_t j = 0; j < Nk; ++j) to_float_row(v_.row(b, hkv, j), w.vcache.data() + j * Dvp_, p_.Dv);
       }
       vf = w.vcache.data(), ldv = Dvp_;
     }
@@ -213,11 +203,12 @@ class Plan {
   void pack_q(Worker& w, index_t b, index_t h, index_t i0, index_t rows) const {
     const index_t D = p_.D;
     w.qt.assign(std::size_t(D * TQP), 0.f);
+    w.qrow.resize(std::size_t(D));
     for (index_t r = 0; r < rows; ++r) {
-      const TQ* row = q_.row(b, h, i0 + r);
+      to_float_row(q_.row(b, h, i0 + r), w.qrow.data(), D);
       for (index_t d = 0; d < D; ++d) {
-        if constexpr (linear) w.qt[d * TQP + r] = score_.feature(to_float(row[d]));
-        else w.qt[d * TQP + r] = p_.scale * to_float(row[d]);
+        if constexpr (linear) w.qt[d * TQP + r] = score_.feature(w.qrow[d]);
+        else w.qt[d * TQP + r] = p_.scale * w.qrow[d];
       }
     }
   }
@@ -459,7 +450,7 @@ class Plan {
     const float *kf = nullptr, *vf = nullptr;
     index_t ldk = 0, ldv = 0;
     load_head(w, b, hkv, kf, ldk, vf, ldv);
-    std::vector<float> state(std::size_t(D * Dvp_), 0.f), z(std::size_t(D), 0.f), den(std::size_t(TQP));
+    std::vector<float> state(static_cast<std::size_t>(D * Dvp_), 0.f), z(static_cast<std::size_t>(D), 0.f);
     const bool causal = mask_is_causal();
     index_t absorbed = kb;  // keys [kb, absorbed) are in the state
     auto absorb_to = [&](index_t upto) {

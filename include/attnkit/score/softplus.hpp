@@ -31,12 +31,7 @@ struct Softplus {
   }
   template <class T>
   ATTNKIT_HD T weight(T s, T /*m*/, T lambda) const {
-    using M = math<T>;
-    const T x = lambda * s;
-    // softplus(x) = max(x, 0) + log1p(e^{-|x|}), stable at both ends.
-    T p = M::max(x, T(0)) + M::log1p(M::exp(-M::abs(x)));
-    if (power != 1.f) p = M::pow(p, T(power));
-    return p;
+    return power_of(math<T>::softplus(lambda * s), power);
   }
   template <class T>
   ATTNKIT_HD T finalize_factor(T /*m*/, T l) const {
