@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -20,6 +21,7 @@
 #include "bind.hpp"
 #include "convert.hpp"
 #include "gemm.hpp"
+#include "neighborhood_tiles.hpp"
 #include "simd.hpp"
 
 namespace attnkit::cpu {
@@ -40,16 +42,20 @@ class Plan {
   static constexpr bool linear = is_linear_score<Score>();
   static constexpr bool content = is_content_dependent<MaskT>();
   static constexpr index_t TQP = round_up(tile_q, simd_width);
+  static constexpr int nb_rank = neighborhood_rank<MaskT>;  // > 0: patch-tiled neighborhood
 
  public:
   // Scratch memory of one thread; keep one per thread across execute() calls.
   struct Worker {
     std::vector<float> qt, qrow, st, valid, acc, m, l, lambda, alpha;
+    std::vector<index_t> qi;            // query indices of the current tile
     std::vector<float> kcache, vcache;  // converted K (or phi(K)) and V of one kv head
     index_t cached_b = -1, cached_h = -1;
     std::vector<float> cand_s;          // top-k candidates [tile_q, Nk]
     std::vector<index_t> cand_j, cand_n;
     std::vector<RowThreshold> thresholds;
+    std::vector<float> kbuf, vbuf, qwin, kcoord;  // gathered keys of neighborhood patches
+    std::vector<index_t> kidx;
     typename Bind::Store store;
     TileCounters counters;
   };
@@ -69,6 +75,10 @@ class Plan {
     }
     group_ = p_.group();
     n_qtiles_ = (p_.Nq + tile_q - 1) / tile_q;
+    if constexpr (nb_rank > 0) {
+      nb_tiling_.emplace(attn.mask);
+      n_qtiles_ = nb_tiling_->tiles();
+    }
     Dvp_ = round_up(p_.Dv, gemm_nr);
     k_direct_ = std::is_same_v<TK, float> && !linear;
     v_direct_ = std::is_same_v<TV, float> && p_.Dv % gemm_nr == 0;
@@ -119,7 +129,7 @@ class Plan {
       auto mark = [&](const auto& bm) {
         for_each_key_tile(bm, pos0, rows, tile_keys(bm, pos0, rows, 0, p_.Nk), [&](index_t jlo, index_t n, TileKind kind) {
           if (kind == TileKind::skip) return;
-          logits(w, kf, ldk, jlo, n, b, h, i0, rows);
+          logits(w, kf, ldk, jlo, n, b, h, rows);
           for (index_t c = 0; c < n; ++c)
             for (index_t r = 0; r < rows; ++r)
               sel[(i0 + r) * p_.Nk + jlo + c] =
@@ -199,13 +209,18 @@ class Plan {
     w.cached_b = b, w.cached_h = hkv;
   }
 
-  // Q^T of rows [i0, i0 + rows) into w.qt [D][TQP], scaled (or feature-mapped), zero padded.
+  // Q^T of the query rows w.qi[0, rows) -- or [i0, i0 + rows) when i0 >= 0 -- into
+  // w.qt [D][TQP], scaled (or feature-mapped), zero padded.
   void pack_q(Worker& w, index_t b, index_t h, index_t i0, index_t rows) const {
     const index_t D = p_.D;
+    if (i0 >= 0) {
+      w.qi.resize(std::size_t(rows));
+      for (index_t r = 0; r < rows; ++r) w.qi[r] = i0 + r;
+    }
     w.qt.assign(std::size_t(D * TQP), 0.f);
     w.qrow.resize(std::size_t(D));
     for (index_t r = 0; r < rows; ++r) {
-      to_float_row(q_.row(b, h, i0 + r), w.qrow.data(), D);
+      to_float_row(q_.row(b, h, w.qi[r]), w.qrow.data(), D);
       for (index_t d = 0; d < D; ++d) {
         if constexpr (linear) w.qt[d * TQP + r] = score_.feature(w.qrow[d]);
         else w.qt[d * TQP + r] = p_.scale * w.qrow[d];
@@ -224,14 +239,17 @@ class Plan {
   }
 
   // S^T[c][r] for keys [jlo, jlo + n): logits after modifiers.
-  void logits(Worker& w, const float* kf, index_t ldk, index_t jlo, index_t n, index_t b, index_t h, index_t i0,
-              index_t rows) const {
-    gemm<false>(n, TQP, p_.D, kf + jlo * ldk, ldk, 1, w.qt.data(), TQP, w.st.data(), TQP);
+  // Keys are rows [jlo, jlo + n) of kf, or kidx[0, n) when kidx is given (then kf holds the
+  // n gathered rows).
+  void logits(Worker& w, const float* kf, index_t ldk, index_t jlo, index_t n, index_t b, index_t h, index_t rows,
+              const index_t* kidx = nullptr) const {
+    gemm<false>(n, TQP, p_.D, kf + (kidx ? 0 : jlo * ldk), ldk, 1, w.qt.data(), TQP, w.st.data(), TQP);
     if constexpr (Variant::has_mods) {
       for (index_t c = 0; c < n; ++c)
         for (index_t r = 0; r < rows; ++r) {
           float& s = w.st[c * TQP + r];
-          s = attn_.template modify<float>(s, {b, h, i0 + r, p_.pos(i0 + r), jlo + c});
+          const index_t i = w.qi[r];
+          s = attn_.template modify<float>(s, {b, h, i, p_.pos(i), kidx ? kidx[c] : jlo + c});
         }
     }
   }
@@ -253,6 +271,7 @@ class Plan {
 
   // ---------------------------------------------------------------- quadratic tile loop
   void run_tile(index_t item, Worker& w) {
+    if constexpr (nb_rank > 0) return run_patch(item, w);
     const index_t qt = item % n_qtiles_, t = item / n_qtiles_;
     const index_t g = t % group_, hkv = (t / group_) % p_.Hkv, b = t / (group_ * p_.Hkv);
     const index_t h = hkv * group_ + g;
@@ -275,6 +294,102 @@ class Plan {
     }
   }
 
+  // ---------------------------------------------------------------- neighborhood patches
+  void run_patch(index_t item, Worker& w) {
+    constexpr int R = nb_rank < 1 ? 1 : nb_rank;
+    const auto& m = attn_.mask;
+    const auto& tiling = *nb_tiling_;
+    const index_t qt = item % n_qtiles_, t = item / n_qtiles_;
+    const index_t g = t % group_, hkv = (t / group_) % p_.Hkv, b = t / (group_ * p_.Hkv);
+    const index_t h = hkv * group_ + g;
+    const auto seg = tiling.tile(qt);
+    // Queries of the patch that this call holds, with their windows per axis.
+    w.qi.clear();
+    w.qwin.assign(std::size_t(2 * R * TQP), 0.f);
+    float* qs = w.qwin.data();          // [R][TQP] window start (sub-grid coords)
+    float* qe = qs + R * TQP;           // [R][TQP] window end
+    std::fill(qs, qs + R * TQP, __builtin_huge_valf());
+    std::fill(qe, qe + R * TQP, -__builtin_huge_valf());
+    std::array<index_t, R> lo, hi, u{};
+    for (int a = 0; a < R; ++a) lo[a] = std::numeric_limits<index_t>::max(), hi[a] = 0;
+    for (;;) {
+      index_t pos = 0;
+      for (int a = 0; a < R; ++a) pos += (seg[a].group + m.dilation[a] * (seg[a].start + u[a])) * tiling.stride[a];
+      const index_t i = pos - p_.q_offset;
+      if (i >= 0 && i < p_.Nq) {
+        const index_t r = index_t(w.qi.size());
+        w.qi.push_back(i);
+        for (int a = 0; a < R; ++a) {
+          const auto win = m.window(a, seg[a].group + m.dilation[a] * (seg[a].start + u[a]));
+          qs[a * TQP + r] = float(win.start), qe[a * TQP + r] = float(win.end);
+          lo[a] = std::min(lo[a], win.start), hi[a] = std::max(hi[a], win.end);
+        }
+      }
+      int a = R - 1;  // odometer over the patch
+      while (a >= 0 && ++u[a] == seg[a].len) u[a--] = 0;
+      if (a < 0) break;
+    }
+    const index_t rows = index_t(w.qi.size());
+    if (rows == 0) return;
+    const float *kf = nullptr, *vf = nullptr;
+    index_t ldk = 0, ldv = 0;
+    load_head(w, b, hkv, kf, ldk, vf, ldv);
+    pack_q(w, b, h, -1, rows);
+    alloc_tile(w);
+    if (score_needs_row_count(score_))
+      for (index_t r = 0; r < rows; ++r) {
+        float n = 1.f;
+        for (int a = 0; a < R; ++a) n *= qe[a * TQP + r] - qs[a * TQP + r];
+        w.lambda[r] = score_row_scale<float>(score_, n);
+      }
+    // Keys: the union of the windows, one residue class per axis, inside the call's key range.
+    w.kidx.clear();
+    w.kcoord.clear();
+    std::array<index_t, R> v = lo;
+    for (bool more = true; more;) {
+      index_t j = 0;
+      for (int a = 0; a < R; ++a) j += (seg[a].group + m.dilation[a] * v[a]) * tiling.stride[a];
+      if (j >= p_.key_begin && j < p_.key_end) {
+        w.kidx.push_back(j);
+        for (int a = 0; a < R; ++a) w.kcoord.push_back(float(v[a]));
+      }
+      int a = R - 1;
+      while (a >= 0 && ++v[a] == hi[a]) v[a] = lo[a], --a;
+      more = a >= 0;
+    }
+    const index_t nkeys = index_t(w.kidx.size()), D = p_.D;
+    w.kbuf.resize(std::size_t(tile_k * D));
+    w.vbuf.resize(std::size_t(tile_k * Dvp_));
+    for (index_t c0 = 0; c0 < nkeys; c0 += tile_k) {
+      const index_t n = std::min(tile_k, nkeys - c0);
+      for (index_t c = 0; c < n; ++c) {
+        std::copy_n(kf + w.kidx[c0 + c] * ldk, D, w.kbuf.data() + c * D);
+        std::copy_n(vf + w.kidx[c0 + c] * ldv, Dvp_, w.vbuf.data() + c * Dvp_);
+      }
+      logits(w, w.kbuf.data(), D, 0, n, b, h, rows, w.kidx.data() + c0);
+      for (index_t c = 0; c < n; ++c) {
+        const float* kc = w.kcoord.data() + (c0 + c) * R;
+        for (index_t r = 0; r < TQP; r += simd_width) {
+          auto ok = vfloat(kc[0]) >= vfloat::load_unaligned(qs + r) && vfloat(kc[0]) < vfloat::load_unaligned(qe + r);
+          for (int a = 1; a < R; ++a)
+            ok = ok && vfloat(kc[a]) >= vfloat::load_unaligned(qs + a * TQP + r) &&
+                 vfloat(kc[a]) < vfloat::load_unaligned(qe + a * TQP + r);
+          float* st = w.st.data() + c * TQP + r;
+          if constexpr (Score::tracks_max) {
+            xsimd::select(ok, vfloat::load_unaligned(st), vfloat(neg_inf)).store_unaligned(st);
+          } else {
+            xsimd::select(ok, vfloat::load_unaligned(st), vfloat(0.f)).store_unaligned(st);
+            xsimd::select(ok, vfloat(1.f), vfloat(0.f)).store_unaligned(w.valid.data() + c * TQP + r);
+          }
+        }
+      }
+      ++w.counters.partial;
+      update_rows(w, n, true, rows);
+      gemm<true>(rows, Dvp_, n, w.st.data(), 1, TQP, w.vbuf.data(), Dvp_, w.acc.data(), Dvp_);
+    }
+    finish_rows(w, b, h, rows);
+  }
+
   // TopK: per-row threshold (value, index) of the k-th largest (s, -j) among base-allowed keys.
   template <class BM>
   void select_topk(Worker& w, const BM& base, const float* kf, index_t ldk, index_t b, index_t h, index_t i0,
@@ -286,7 +401,7 @@ class Plan {
     w.thresholds.assign(std::size_t(tile_q), RowThreshold{});
     for_each_key_tile(base, pos0, rows, tile_keys(base, pos0, rows, 0, Nk), [&](index_t jlo, index_t n, TileKind kind) {
       if (kind == TileKind::skip) return;
-      logits(w, kf, ldk, jlo, n, b, h, i0, rows);
+      logits(w, kf, ldk, jlo, n, b, h, rows);
       for (index_t c = 0; c < n; ++c)
         for (index_t r = 0; r < rows; ++r) {
           float s = w.st[c * TQP + r];
@@ -329,7 +444,7 @@ class Plan {
           for (index_t r = 0; r < rows; ++r) counts[r] += float(n);
           return;
         }
-        if constexpr (LogitMask<BM>) logits(w, kf, ldk, jlo, n, b, h, i0, rows);
+        if constexpr (LogitMask<BM>) logits(w, kf, ldk, jlo, n, b, h, rows);
         for (index_t c = 0; c < n; ++c)
           for (index_t r = 0; r < rows; ++r)
             counts[r] += mask_allows(bm, pos0 + r, jlo + c, w.st[c * TQP + r]) ? 1.f : 0.f;
@@ -350,12 +465,12 @@ class Plan {
                           return;
                         }
                         ++(kind == TileKind::full ? w.counters.full : w.counters.partial);
-                        logits(w, kf, ldk, jlo, n, b, h, i0, rows);
+                        logits(w, kf, ldk, jlo, n, b, h, rows);
                         if (kind == TileKind::partial) apply_mask(w, bm, jlo, n, pos0, rows);
                         update_rows(w, n, kind == TileKind::partial, rows);
                         gemm<true>(rows, Dvp_, n, w.st.data(), 1, TQP, vf + jlo * ldv, ldv, w.acc.data(), Dvp_);
                       });
-    finish_rows(w, b, h, i0, rows);
+    finish_rows(w, b, h, rows);
   }
 
   // Partial tile: masked logits become -inf (softmax) or 0 with a zero validity weight.
@@ -421,22 +536,23 @@ class Plan {
     }
   }
 
-  void finish_rows(Worker& w, index_t b, index_t h, index_t i0, index_t rows) const {
+  void finish_rows(Worker& w, index_t b, index_t h, index_t rows) const {
     for (index_t r = 0; r < rows; ++r) {
+      const index_t i = w.qi[r];
       const float* acc = w.acc.data() + r * Dvp_;
       const float m = w.m[r], l = w.l[r];
       if (has_partial_) {
-        float* dst = partial_.o.row(b, h, i0 + r);
+        float* dst = partial_.o.row(b, h, i);
         for (index_t d = 0; d < p_.Dv; ++d) dst[d] = acc[d];
-        partial_.m.at(b, h, i0 + r) = m;
-        partial_.l.at(b, h, i0 + r) = l;
+        partial_.m.at(b, h, i) = m;
+        partial_.l.at(b, h, i) = l;
         continue;
       }
       const float f = score_.template finalize_factor<float>(m, l);
-      TO* out = o_.row(b, h, i0 + r);
+      TO* out = o_.row(b, h, i);
       for (index_t d = 0; d < p_.Dv; ++d) out[d] = from_float<TO>(acc[d] * f);
       if constexpr (score_has_lse<Score>())
-        if (opt_.lse) opt_.lse.at(b, h, i0 + r) = row_lse(m, l);
+        if (opt_.lse) opt_.lse.at(b, h, i) = row_lse(m, l);
     }
   }
 
@@ -480,13 +596,13 @@ class Plan {
         const index_t jlo = std::max(absorbed, kb), jhi = std::min(pos0 + rows, ke);
         for (index_t j0 = jlo; j0 < jhi; j0 += tile_k) {
           const index_t n = std::min(tile_k, jhi - j0);
-          logits(w, kf, ldk, j0, n, b, h, i0, rows);
+          logits(w, kf, ldk, j0, n, b, h, rows);
           apply_mask(w, Causal{}, j0, n, pos0, rows);
           update_rows(w, n, true, rows);
           gemm<true>(rows, Dvp_, n, w.st.data(), 1, TQP, vf + j0 * ldv, ldv, w.acc.data(), Dvp_);
         }
       }
-      finish_rows(w, b, h, i0, rows);
+      finish_rows(w, b, h, rows);
     }
   }
 
@@ -503,6 +619,7 @@ class Plan {
   index_t group_ = 1, n_qtiles_ = 0, Dvp_ = 0;
   bool k_direct_ = false, v_direct_ = false, chunked_ = false;
   std::vector<typename Bind::Head> heads_;
+  std::optional<NeighborhoodTiling<nb_rank < 1 ? 1 : nb_rank>> nb_tiling_;
   std::atomic<index_t> full_{0}, partial_tiles_{0}, skipped_{0};
 };
 
