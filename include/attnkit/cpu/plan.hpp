@@ -22,6 +22,7 @@
 #include "convert.hpp"
 #include "gemm.hpp"
 #include "neighborhood_tiles.hpp"
+#include "parallel.hpp"
 #include "simd.hpp"
 
 namespace attnkit::cpu {
@@ -83,6 +84,13 @@ class Plan {
     k_direct_ = std::is_same_v<TK, float> && !linear;
     v_direct_ = std::is_same_v<TV, float> && p_.Dv % gemm_nr == 0;
     chunked_ = linear && runs_chunked();
+    if (chunked_) {
+      // Few heads for many threads: also split the value columns (each split recomputes the
+      // cheap intra-chunk logits but owns a slice of the D x Dv state).
+      const index_t heads = std::max<index_t>(p_.B * p_.Hq, 1);
+      const index_t threads = opt.threads > 0 ? opt.threads : default_threads();
+      dv_splits_ = std::clamp<index_t>((threads + heads - 1) / heads, 1, Dvp_ / gemm_nr);
+    }
     if constexpr (content) heads_.resize(std::size_t(p_.B * p_.Hq));
   }
 
@@ -100,7 +108,7 @@ class Plan {
   // Phase 2: the attention itself, items [0, work_items()).
   index_t work_items() const {
     if (p_.empty()) return 0;
-    return chunked_ ? p_.B * p_.Hq : p_.B * p_.Hq * n_qtiles_;
+    return chunked_ ? p_.B * p_.Hq * dv_splits_ : p_.B * p_.Hq * n_qtiles_;
   }
   void execute(index_t begin, index_t end, Worker& w) {
     for (index_t it = begin; it < end; ++it) {
@@ -191,8 +199,7 @@ class Plan {
         for (index_t j = 0; j < Nk; ++j) {
           float* dst = w.kcache.data() + j * D;
           to_float_row(k_.row(b, hkv, j), dst, D);
-          if constexpr (linear)
-            for (index_t d = 0; d < D; ++d) dst[d] = score_.feature(dst[d]);
+          if constexpr (linear) apply_feature(dst, D);
         }
       }
       kf = w.kcache.data(), ldk = D;
@@ -209,6 +216,14 @@ class Plan {
     w.cached_b = b, w.cached_h = hkv;
   }
 
+  // x <- phi(x) for linear attention's feature map, vectorised where the map allows it.
+  void apply_feature(float* x, index_t n) const {
+    index_t d = 0;
+    if constexpr (requires(vfloat v) { score_.feature(v); })
+      for (; d + simd_width <= n; d += simd_width) score_.feature(vfloat::load_unaligned(x + d)).store_unaligned(x + d);
+    for (; d < n; ++d) x[d] = score_.feature(x[d]);
+  }
+
   // Q^T of the query rows w.qi[0, rows) -- or [i0, i0 + rows) when i0 >= 0 -- into
   // w.qt [D][TQP], scaled (or feature-mapped), zero padded.
   void pack_q(Worker& w, index_t b, index_t h, index_t i0, index_t rows) const {
@@ -221,9 +236,11 @@ class Plan {
     w.qrow.resize(std::size_t(D));
     for (index_t r = 0; r < rows; ++r) {
       to_float_row(q_.row(b, h, w.qi[r]), w.qrow.data(), D);
-      for (index_t d = 0; d < D; ++d) {
-        if constexpr (linear) w.qt[d * TQP + r] = score_.feature(w.qrow[d]);
-        else w.qt[d * TQP + r] = p_.scale * w.qrow[d];
+      if constexpr (linear) {
+        apply_feature(w.qrow.data(), D);
+        for (index_t d = 0; d < D; ++d) w.qt[d * TQP + r] = w.qrow[d];
+      } else {
+        for (index_t d = 0; d < D; ++d) w.qt[d * TQP + r] = p_.scale * w.qrow[d];
       }
     }
   }
@@ -536,23 +553,24 @@ class Plan {
     }
   }
 
-  void finish_rows(Worker& w, index_t b, index_t h, index_t rows) const {
+  // Writes output columns [d0, d1) of the tile's rows; row statistics only with d0 == 0.
+  void finish_rows(Worker& w, index_t b, index_t h, index_t rows, index_t d0 = 0, index_t d1 = -1) const {
+    d1 = d1 < 0 ? p_.Dv : std::min(d1, p_.Dv);
     for (index_t r = 0; r < rows; ++r) {
       const index_t i = w.qi[r];
       const float* acc = w.acc.data() + r * Dvp_;
       const float m = w.m[r], l = w.l[r];
       if (has_partial_) {
         float* dst = partial_.o.row(b, h, i);
-        for (index_t d = 0; d < p_.Dv; ++d) dst[d] = acc[d];
-        partial_.m.at(b, h, i) = m;
-        partial_.l.at(b, h, i) = l;
+        for (index_t d = d0; d < d1; ++d) dst[d] = acc[d];
+        if (d0 == 0) partial_.m.at(b, h, i) = m, partial_.l.at(b, h, i) = l;
         continue;
       }
       const float f = score_.template finalize_factor<float>(m, l);
       TO* out = o_.row(b, h, i);
-      for (index_t d = 0; d < p_.Dv; ++d) out[d] = from_float<TO>(acc[d] * f);
+      for (index_t d = d0; d < d1; ++d) out[d] = from_float<TO>(acc[d] * f);
       if constexpr (score_has_lse<Score>())
-        if (opt_.lse) opt_.lse.at(b, h, i) = row_lse(m, l);
+        if (opt_.lse && d0 == 0) opt_.lse.at(b, h, i) = row_lse(m, l);
     }
   }
 
@@ -561,19 +579,24 @@ class Plan {
   // state (S = sum phi(k) v^T, z = sum phi(k)), keys inside it take the masked quadratic form.
   // Full: one state over all keys. O(N D Dv) work, O(D Dv) state.
   void run_linear_chunked(index_t item, Worker& w) {
-    const index_t h = item % p_.Hq, b = item / p_.Hq, hkv = p_.kv_head(h);
+    const index_t split = item % dv_splits_, head = item / dv_splits_;
+    const index_t h = head % p_.Hq, b = head / p_.Hq, hkv = p_.kv_head(h);
     const index_t D = p_.D, kb = p_.key_begin, ke = p_.key_end;
+    // This item's value columns [c0, c0 + nc), a multiple of the GEMM block width.
+    const index_t blocks = Dvp_ / gemm_nr, per = (blocks + dv_splits_ - 1) / dv_splits_;
+    const index_t c0 = std::min(blocks, split * per) * gemm_nr, nc = std::min(blocks, (split + 1) * per) * gemm_nr - c0;
+    if (nc <= 0) return;
     const float *kf = nullptr, *vf = nullptr;
     index_t ldk = 0, ldv = 0;
     load_head(w, b, hkv, kf, ldk, vf, ldv);
-    std::vector<float> state(static_cast<std::size_t>(D * Dvp_), 0.f), z(static_cast<std::size_t>(D), 0.f);
+    std::vector<float> state(static_cast<std::size_t>(D * nc), 0.f), z(static_cast<std::size_t>(D), 0.f);
     const bool causal = mask_is_causal();
     index_t absorbed = kb;  // keys [kb, absorbed) are in the state
     auto absorb_to = [&](index_t upto) {
       upto = std::clamp(upto, kb, ke);
       if (upto <= absorbed) return;
-      // state[d][:] += sum_j phi(k_j)[d] v_j  -- A(d, j) = kf[j * ldk + d]
-      gemm<true>(D, Dvp_, upto - absorbed, kf + absorbed * ldk, 1, ldk, vf + absorbed * ldv, ldv, state.data(), Dvp_);
+      // state[d][:] += sum_j phi(k_j)[d] v_j[c0:c0+nc]  -- A(d, j) = kf[j * ldk + d]
+      gemm<true>(D, nc, upto - absorbed, kf + absorbed * ldk, 1, ldk, vf + absorbed * ldv + c0, ldv, state.data(), nc);
       for (index_t j = absorbed; j < upto; ++j)
         for (index_t d = 0; d < D; ++d) z[d] += kf[j * ldk + d];
       absorbed = upto;
@@ -585,13 +608,13 @@ class Plan {
       alloc_tile(w);
       if (causal) absorb_to(pos0);  // every key before the chunk's first position
       // inter-chunk: acc = phi(Q) state, den = phi(Q) z
-      gemm<false>(rows, Dvp_, D, w.qt.data(), 1, TQP, state.data(), Dvp_, w.acc.data(), Dvp_);
+      gemm<false>(rows, nc, D, w.qt.data(), 1, TQP, state.data(), nc, w.acc.data() + c0, Dvp_);
       for (index_t r = 0; r < rows; ++r) {
         float s = 0.f;
         for (index_t d = 0; d < D; ++d) s += w.qt[d * TQP + r] * z[d];
         w.l[r] = s;
       }
-      // intra-chunk: causal keys from max(absorbed) to the chunk's last position
+      // intra-chunk: the causal keys from the state's end to the chunk's last position
       if (causal) {
         const index_t jlo = std::max(absorbed, kb), jhi = std::min(pos0 + rows, ke);
         for (index_t j0 = jlo; j0 < jhi; j0 += tile_k) {
@@ -599,10 +622,10 @@ class Plan {
           logits(w, kf, ldk, j0, n, b, h, rows);
           apply_mask(w, Causal{}, j0, n, pos0, rows);
           update_rows(w, n, true, rows);
-          gemm<true>(rows, Dvp_, n, w.st.data(), 1, TQP, vf + j0 * ldv, ldv, w.acc.data(), Dvp_);
+          gemm<true>(rows, nc, n, w.st.data(), 1, TQP, vf + j0 * ldv + c0, ldv, w.acc.data() + c0, Dvp_);
         }
       }
-      finish_rows(w, b, h, rows);
+      finish_rows(w, b, h, rows, c0, c0 + nc);
     }
   }
 
@@ -616,7 +639,7 @@ class Plan {
   Score score_;
   PartialState partial_{};
   bool has_partial_ = false;
-  index_t group_ = 1, n_qtiles_ = 0, Dvp_ = 0;
+  index_t group_ = 1, n_qtiles_ = 0, Dvp_ = 0, dv_splits_ = 1;
   bool k_direct_ = false, v_direct_ = false, chunked_ = false;
   std::vector<typename Bind::Head> heads_;
   std::optional<NeighborhoodTiling<nb_rank < 1 ? 1 : nb_rank>> nb_tiling_;

@@ -9,13 +9,14 @@
 namespace attnkit {
 
 // Feature maps: element-wise functors written over the value type.
-struct EluPlusOne {
+// Written branch-free so that they also run on SIMD batches.
+struct EluPlusOne {  // x + 1 for x > 0, e^x otherwise
   template <class T>
-  ATTNKIT_HD T operator()(T x) const { return x > T(0) ? x + T(1) : math<T>::exp(x); }
+  ATTNKIT_HD T operator()(T x) const { return math<T>::max(x, T(0)) + math<T>::exp(math<T>::min(x, T(0))); }
 };
 struct Relu {
   template <class T>
-  ATTNKIT_HD T operator()(T x) const { return x > T(0) ? x : T(0); }
+  ATTNKIT_HD T operator()(T x) const { return math<T>::max(x, T(0)); }
 };
 struct Identity {
   template <class T>
