@@ -71,5 +71,15 @@ ATTNKIT_HD T power_of(T x, float r) {
 }
 
 inline constexpr float neg_inf = -__builtin_huge_valf();
+inline constexpr float max_logit = 3.40282347e+38f;  // FLT_MAX
+
+// Logits entering a score function: a NaN logit drops its key (as -inf does), +inf is
+// clamped to the largest float so that a row's max stays finite. Linear attention has no
+// logit and is exempt.
+template <class T>
+ATTNKIT_HD T sanitize_logit(T s) {
+  if (s != s) return T(neg_inf);
+  return s > T(max_logit) ? T(max_logit) : s;
+}
 
 }  // namespace attnkit

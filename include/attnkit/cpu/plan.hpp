@@ -269,6 +269,13 @@ class Plan {
           s = attn_.template modify<float>(s, {b, h, i, p_.pos(i), kidx ? kidx[c] : jlo + c});
         }
     }
+    if constexpr (!linear) {  // the spec's logit sanitisation, see sanitize_logit()
+      float* st = w.st.data();
+      for (index_t e = 0; e < n * TQP; e += simd_width) {
+        const vfloat x = vfloat::load_unaligned(st + e);
+        xsimd::select(x == x, xsimd::min(x, vfloat(max_logit)), vfloat(neg_inf)).store_unaligned(st + e);
+      }
+    }
   }
 
   template <class BM>

@@ -178,9 +178,12 @@ HeadData<Real> head_data(const Variant& attn, const TensorView<const TQ>& q, con
     hd.s = fq * fk.transpose();
   } else {
     hd.s = (hd.q * hd.k.transpose()) * Real(p.scale);
-    if constexpr (Variant::has_mods)
-      for (index_t i = 0; i < p.Nq; ++i)
-        for (index_t j = 0; j < p.Nk; ++j) hd.s(i, j) = attn.template modify<Real>(hd.s(i, j), {b, h, i, p.pos(i), j});
+    for (index_t i = 0; i < p.Nq; ++i)
+      for (index_t j = 0; j < p.Nk; ++j) {
+        Real s = hd.s(i, j);
+        if constexpr (Variant::has_mods) s = attn.template modify<Real>(s, {b, h, i, p.pos(i), j});
+        hd.s(i, j) = sanitize_logit(s);
+      }
   }
   return hd;
 }
