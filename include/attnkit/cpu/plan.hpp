@@ -50,7 +50,8 @@ class Plan {
   struct Worker {
     std::vector<float> qt, qrow, st, valid, acc, m, l, lambda, alpha;
     std::vector<index_t> qi;            // query indices of the current tile
-    std::vector<float> kcache, vcache;  // converted K (or phi(K)) and V of one kv head
+    std::vector<float> kcache, vcache;  // linear attention: phi(K) and V of one kv head
+    std::vector<float> ktile, vtile;    // converted key / value tile
     index_t cached_b = -1, cached_h = -1;
     std::vector<float> cand_s;          // top-k candidates [tile_q, Nk]
     std::vector<index_t> cand_j, cand_n;
@@ -81,8 +82,6 @@ class Plan {
       n_qtiles_ = nb_tiling_->tiles();
     }
     Dvp_ = round_up(p_.Dv, gemm_nr);
-    k_direct_ = std::is_same_v<TK, float> && !linear;
-    v_direct_ = std::is_same_v<TV, float> && p_.Dv % gemm_nr == 0;
     chunked_ = linear && runs_chunked();
     if (chunked_) {
       // Few heads for many threads: also split the value columns (each split recomputes the
@@ -125,9 +124,7 @@ class Plan {
     if constexpr (content) heads_[b * p_.Hq + h] = Bind::bind_head(attn_.mask, inputs(b, h));
     for (index_t i0 = 0; i0 < p_.Nq; i0 += tile_q) {
       const index_t rows = std::min(tile_q, p_.Nq - i0), pos0 = p_.pos(i0);
-      const float *kf = nullptr, *vf = nullptr;
-      index_t ldk = 0, ldv = 0;
-      load_head(w, b, hkv, kf, ldk, vf, ldv);
+      const HeadKV kv = load_head(w, b, hkv);
       pack_q(w, b, h, i0, rows);
       alloc_tile(w);
       const auto bound = [&] {
@@ -137,7 +134,7 @@ class Plan {
       auto mark = [&](const auto& bm) {
         for_each_key_tile(bm, pos0, rows, tile_keys(bm, pos0, rows, 0, p_.Nk), [&](index_t jlo, index_t n, TileKind kind) {
           if (kind == TileKind::skip) return;
-          logits(w, kf, ldk, jlo, n, b, h, rows);
+          tile_logits(w, kv, jlo, n, b, h, rows);
           for (index_t c = 0; c < n; ++c)
             for (index_t r = 0; r < rows; ++r)
               sel[(i0 + r) * p_.Nk + jlo + c] =
@@ -145,7 +142,7 @@ class Plan {
         });
       };
       if constexpr (is_topk_mask_v<MaskT>) {
-        select_topk(w, bound, kf, ldk, b, h, i0, rows);
+        select_topk(w, bound, kv, b, h, i0, rows);
         mark(TopKRows<std::remove_const_t<decltype(bound)>>{bound, w.thresholds.data(), pos0});
       } else {
         mark(bound);
@@ -187,33 +184,67 @@ class Plan {
     else return false;
   }
 
-  // K (or phi(K)) and V of kv head (b, hkv) as float rows: direct views or converted copies.
-  void load_head(Worker& w, index_t b, index_t hkv, const float*& kf, index_t& ldk, const float*& vf, index_t& ldv) {
+  // Where the keys and values of one kv head come from. Float rows are read in place; other
+  // storage is converted tile by tile into L1-sized buffers (no per-head copy), except for
+  // linear attention, which keeps phi(K) and V of the head in float.
+  struct HeadKV {
+    const TK* k;
+    const TV* v;
+    index_t k_ld, v_ld;
+    const float* kf = nullptr;  // float rows when available
+    const float* vf = nullptr;
+    index_t kf_ld = 0, vf_ld = 0;
+  };
+
+  HeadKV load_head(Worker& w, index_t b, index_t hkv) {
     const index_t Nk = p_.Nk, D = p_.D;
-    const bool cached = w.cached_b == b && w.cached_h == hkv;
-    if (k_direct_) {
-      if constexpr (std::is_same_v<TK, float>) kf = k_.row(b, hkv, 0), ldk = k_.stride[2];
-    } else {
-      if (!cached) {
+    HeadKV kv{k_.row(b, hkv, 0), v_.row(b, hkv, 0), k_.stride[2], v_.stride[2]};
+    if constexpr (linear) {
+      if (w.cached_b != b || w.cached_h != hkv) {
         w.kcache.resize(std::size_t(Nk * D));
+        w.vcache.assign(std::size_t(Nk * Dvp_), 0.f);
         for (index_t j = 0; j < Nk; ++j) {
           float* dst = w.kcache.data() + j * D;
           to_float_row(k_.row(b, hkv, j), dst, D);
-          if constexpr (linear) apply_feature(dst, D);
+          apply_feature(dst, D);
+          to_float_row(v_.row(b, hkv, j), w.vcache.data() + j * Dvp_, p_.Dv);
         }
+        w.cached_b = b, w.cached_h = hkv;
       }
-      kf = w.kcache.data(), ldk = D;
-    }
-    if (v_direct_) {
-      if constexpr (std::is_same_v<TV, float>) vf = v_.row(b, hkv, 0), ldv = v_.stride[2];
+      kv.kf = w.kcache.data(), kv.kf_ld = D, kv.vf = w.vcache.data(), kv.vf_ld = Dvp_;
     } else {
-      if (!cached) {
-        w.vcache.assign(std::size_t(Nk * Dvp_), 0.f);
-        for (index_t j = 0; j < Nk; ++j) to_float_row(v_.row(b, hkv, j), w.vcache.data() + j * Dvp_, p_.Dv);
-      }
-      vf = w.vcache.data(), ldv = Dvp_;
+      if constexpr (std::is_same_v<TK, float>) kv.kf = kv.k, kv.kf_ld = kv.k_ld;
+      if constexpr (std::is_same_v<TV, float>)
+        if (p_.Dv % gemm_nr == 0) kv.vf = kv.v, kv.vf_ld = kv.v_ld;
     }
-    w.cached_b = b, w.cached_h = hkv;
+    return kv;
+  }
+  // Float key rows [j, j + n): a pointer to row j and the row stride.
+  const float* key_rows(Worker& w, const HeadKV& kv, index_t j, index_t n, index_t& ld) const {
+    if (kv.kf) return ld = kv.kf_ld, kv.kf + j * kv.kf_ld;
+    w.ktile.resize(std::size_t(tile_k * p_.D));
+    for (index_t c = 0; c < n; ++c) to_float_row(kv.k + (j + c) * kv.k_ld, w.ktile.data() + c * p_.D, p_.D);
+    return ld = p_.D, w.ktile.data();
+  }
+  // Float value rows [j, j + n), padded with zeros to Dvp columns.
+  const float* value_rows(Worker& w, const HeadKV& kv, index_t j, index_t n, index_t& ld) const {
+    if (kv.vf) return ld = kv.vf_ld, kv.vf + j * kv.vf_ld;
+    w.vtile.resize(std::size_t(tile_k * Dvp_));
+    for (index_t c = 0; c < n; ++c) {
+      float* dst = w.vtile.data() + c * Dvp_;
+      to_float_row(kv.v + (j + c) * kv.v_ld, dst, p_.Dv);
+      std::fill(dst + p_.Dv, dst + Dvp_, 0.f);
+    }
+    return ld = Dvp_, w.vtile.data();
+  }
+  void key_row_into(const HeadKV& kv, index_t j, float* dst) const {
+    if (kv.kf) std::copy_n(kv.kf + j * kv.kf_ld, p_.D, dst);
+    else to_float_row(kv.k + j * kv.k_ld, dst, p_.D);
+  }
+  void value_row_into(const HeadKV& kv, index_t j, float* dst) const {
+    if (kv.vf) return (void)std::copy_n(kv.vf + j * kv.vf_ld, Dvp_, dst);
+    to_float_row(kv.v + j * kv.v_ld, dst, p_.Dv);
+    std::fill(dst + p_.Dv, dst + Dvp_, 0.f);
   }
 
   // x <- phi(x) for linear attention's feature map, vectorised where the map allows it.
@@ -256,11 +287,11 @@ class Plan {
   }
 
   // S^T[c][r] for keys [jlo, jlo + n): logits after modifiers.
-  // Keys are rows [jlo, jlo + n) of kf, or kidx[0, n) when kidx is given (then kf holds the
-  // n gathered rows).
-  void logits(Worker& w, const float* kf, index_t ldk, index_t jlo, index_t n, index_t b, index_t h, index_t rows,
+  // Logits of keys [jlo, jlo + n) -- or kidx[0, n) when given -- whose float rows are at
+  // krows with stride ldk.
+  void logits(Worker& w, const float* krows, index_t ldk, index_t jlo, index_t n, index_t b, index_t h, index_t rows,
               const index_t* kidx = nullptr) const {
-    gemm<false>(n, TQP, p_.D, kf + (kidx ? 0 : jlo * ldk), ldk, 1, w.qt.data(), TQP, w.st.data(), TQP);
+    gemm<false>(n, TQP, p_.D, krows, ldk, 1, w.qt.data(), TQP, w.st.data(), TQP);
     if constexpr (Variant::has_mods) {
       for (index_t c = 0; c < n; ++c)
         for (index_t r = 0; r < rows; ++r) {
@@ -276,6 +307,12 @@ class Plan {
         xsimd::select(x == x, xsimd::min(x, vfloat(max_logit)), vfloat(neg_inf)).store_unaligned(st + e);
       }
     }
+  }
+
+  void tile_logits(Worker& w, const HeadKV& kv, index_t jlo, index_t n, index_t b, index_t h, index_t rows) const {
+    index_t ld = 0;
+    const float* kr = key_rows(w, kv, jlo, n, ld);
+    logits(w, kr, ld, jlo, n, b, h, rows);
   }
 
   template <class BM>
@@ -300,9 +337,7 @@ class Plan {
     const index_t g = t % group_, hkv = (t / group_) % p_.Hkv, b = t / (group_ * p_.Hkv);
     const index_t h = hkv * group_ + g;
     const index_t i0 = qt * tile_q, rows = std::min(tile_q, p_.Nq - i0), pos0 = p_.pos(i0);
-    const float *kf = nullptr, *vf = nullptr;
-    index_t ldk = 0, ldv = 0;
-    load_head(w, b, hkv, kf, ldk, vf, ldv);
+    const HeadKV kv = load_head(w, b, hkv);
     pack_q(w, b, h, i0, rows);
     alloc_tile(w);
     const auto bound = [&] {
@@ -310,11 +345,11 @@ class Plan {
       else return attn_.mask;
     }();
     if constexpr (is_topk_mask_v<MaskT>) {
-      select_topk(w, bound, kf, ldk, b, h, i0, rows);
+      select_topk(w, bound, kv, b, h, i0, rows);
       const TopKRows<std::remove_const_t<decltype(bound)>> rows_mask{bound, w.thresholds.data(), pos0};
-      attend(w, rows_mask, kf, ldk, vf, ldv, b, h, i0, rows);
+      attend(w, rows_mask, kv, b, h, i0, rows);
     } else {
-      attend(w, bound, kf, ldk, vf, ldv, b, h, i0, rows);
+      attend(w, bound, kv, b, h, i0, rows);
     }
   }
 
@@ -355,9 +390,7 @@ class Plan {
     }
     const index_t rows = index_t(w.qi.size());
     if (rows == 0) return;
-    const float *kf = nullptr, *vf = nullptr;
-    index_t ldk = 0, ldv = 0;
-    load_head(w, b, hkv, kf, ldk, vf, ldv);
+    const HeadKV kv = load_head(w, b, hkv);
     pack_q(w, b, h, -1, rows);
     alloc_tile(w);
     if (score_needs_row_count(score_))
@@ -387,8 +420,8 @@ class Plan {
     for (index_t c0 = 0; c0 < nkeys; c0 += tile_k) {
       const index_t n = std::min(tile_k, nkeys - c0);
       for (index_t c = 0; c < n; ++c) {
-        std::copy_n(kf + w.kidx[c0 + c] * ldk, D, w.kbuf.data() + c * D);
-        std::copy_n(vf + w.kidx[c0 + c] * ldv, Dvp_, w.vbuf.data() + c * Dvp_);
+        key_row_into(kv, w.kidx[c0 + c], w.kbuf.data() + c * D);
+        value_row_into(kv, w.kidx[c0 + c], w.vbuf.data() + c * Dvp_);
       }
       logits(w, w.kbuf.data(), D, 0, n, b, h, rows, w.kidx.data() + c0);
       for (index_t c = 0; c < n; ++c) {
@@ -416,7 +449,7 @@ class Plan {
 
   // TopK: per-row threshold (value, index) of the k-th largest (s, -j) among base-allowed keys.
   template <class BM>
-  void select_topk(Worker& w, const BM& base, const float* kf, index_t ldk, index_t b, index_t h, index_t i0,
+  void select_topk(Worker& w, const BM& base, const HeadKV& kv, index_t b, index_t h, index_t i0,
                    index_t rows) const {
     const index_t Nk = p_.Nk, pos0 = p_.pos(i0), kk = attn_.mask.k;
     w.cand_s.resize(std::size_t(tile_q * std::max<index_t>(Nk, 1)));
@@ -425,7 +458,7 @@ class Plan {
     w.thresholds.assign(std::size_t(tile_q), RowThreshold{});
     for_each_key_tile(base, pos0, rows, tile_keys(base, pos0, rows, 0, Nk), [&](index_t jlo, index_t n, TileKind kind) {
       if (kind == TileKind::skip) return;
-      logits(w, kf, ldk, jlo, n, b, h, rows);
+      tile_logits(w, kv, jlo, n, b, h, rows);
       for (index_t c = 0; c < n; ++c)
         for (index_t r = 0; r < rows; ++r) {
           float s = w.st[c * TQP + r];
@@ -455,7 +488,7 @@ class Plan {
 
   // Number of keys each row may attend over all keys (for length-scaled score functions).
   template <class BM>
-  void count_rows(Worker& w, const BM& bm, const float* kf, index_t ldk, index_t b, index_t h, index_t i0,
+  void count_rows(Worker& w, const BM& bm, const HeadKV& kv, index_t b, index_t h, index_t i0,
                   index_t rows) {
     std::vector<float> counts(std::size_t(rows), 0.f);
     if constexpr (is_topk_mask_v<MaskT>) {
@@ -468,7 +501,7 @@ class Plan {
           for (index_t r = 0; r < rows; ++r) counts[r] += float(n);
           return;
         }
-        if constexpr (LogitMask<BM>) logits(w, kf, ldk, jlo, n, b, h, rows);
+        if constexpr (LogitMask<BM>) tile_logits(w, kv, jlo, n, b, h, rows);
         for (index_t c = 0; c < n; ++c)
           for (index_t r = 0; r < rows; ++r)
             counts[r] += mask_allows(bm, pos0 + r, jlo + c, w.st[c * TQP + r]) ? 1.f : 0.f;
@@ -478,10 +511,10 @@ class Plan {
   }
 
   template <class BM>
-  void attend(Worker& w, const BM& bm, const float* kf, index_t ldk, const float* vf, index_t ldv, index_t b,
+  void attend(Worker& w, const BM& bm, const HeadKV& kv, index_t b,
               index_t h, index_t i0, index_t rows) {
     const index_t pos0 = p_.pos(i0);
-    if (score_needs_row_count(score_)) count_rows(w, bm, kf, ldk, b, h, i0, rows);
+    if (score_needs_row_count(score_)) count_rows(w, bm, kv, b, h, i0, rows);
     for_each_key_tile(bm, pos0, rows, tile_keys(bm, pos0, rows, p_.key_begin, p_.key_end),
                       [&](index_t jlo, index_t n, TileKind kind) {
                         if (kind == TileKind::skip) {
@@ -489,10 +522,12 @@ class Plan {
                           return;
                         }
                         ++(kind == TileKind::full ? w.counters.full : w.counters.partial);
-                        logits(w, kf, ldk, jlo, n, b, h, rows);
+                        tile_logits(w, kv, jlo, n, b, h, rows);
                         if (kind == TileKind::partial) apply_mask(w, bm, jlo, n, pos0, rows);
                         update_rows(w, n, kind == TileKind::partial, rows);
-                        gemm<true>(rows, Dvp_, n, w.st.data(), 1, TQP, vf + jlo * ldv, ldv, w.acc.data(), Dvp_);
+                        index_t ldv = 0;
+                        const float* vr = value_rows(w, kv, jlo, n, ldv);
+                        gemm<true>(rows, Dvp_, n, w.st.data(), 1, TQP, vr, ldv, w.acc.data(), Dvp_);
                       });
     finish_rows(w, b, h, rows);
   }
@@ -593,9 +628,9 @@ class Plan {
     const index_t blocks = Dvp_ / gemm_nr, per = (blocks + dv_splits_ - 1) / dv_splits_;
     const index_t c0 = std::min(blocks, split * per) * gemm_nr, nc = std::min(blocks, (split + 1) * per) * gemm_nr - c0;
     if (nc <= 0) return;
-    const float *kf = nullptr, *vf = nullptr;
-    index_t ldk = 0, ldv = 0;
-    load_head(w, b, hkv, kf, ldk, vf, ldv);
+    const HeadKV kv = load_head(w, b, hkv);
+    const float *kf = kv.kf, *vf = kv.vf;
+    const index_t ldk = kv.kf_ld, ldv = kv.vf_ld;
     std::vector<float> state(static_cast<std::size_t>(D * nc), 0.f), z(static_cast<std::size_t>(D), 0.f);
     const bool causal = mask_is_causal();
     index_t absorbed = kb;  // keys [kb, absorbed) are in the state
@@ -626,7 +661,7 @@ class Plan {
         const index_t jlo = std::max(absorbed, kb), jhi = std::min(pos0 + rows, ke);
         for (index_t j0 = jlo; j0 < jhi; j0 += tile_k) {
           const index_t n = std::min(tile_k, jhi - j0);
-          logits(w, kf, ldk, j0, n, b, h, rows);
+          logits(w, kf + j0 * ldk, ldk, j0, n, b, h, rows);
           apply_mask(w, Causal{}, j0, n, pos0, rows);
           update_rows(w, n, true, rows);
           gemm<true>(rows, nc, n, w.st.data(), 1, TQP, vf + j0 * ldv + c0, ldv, w.acc.data() + c0, Dvp_);
@@ -647,7 +682,7 @@ class Plan {
   PartialState partial_{};
   bool has_partial_ = false;
   index_t group_ = 1, n_qtiles_ = 0, Dvp_ = 0, dv_splits_ = 1;
-  bool k_direct_ = false, v_direct_ = false, chunked_ = false;
+  bool chunked_ = false;
   std::vector<typename Bind::Head> heads_;
   std::optional<NeighborhoodTiling<nb_rank < 1 ? 1 : nb_rank>> nb_tiling_;
   std::atomic<index_t> full_{0}, partial_tiles_{0}, skipped_{0};
