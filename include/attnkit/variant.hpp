@@ -6,7 +6,7 @@
 #include <type_traits>
 
 #include "mask/concepts.hpp"
-#include "mods/mods.hpp"
+#include "mods/concepts.hpp"
 #include "score/concepts.hpp"
 
 namespace attnkit {
