@@ -1,6 +1,9 @@
 #pragma once
 // Call options and the resolved problem description every backend and policy sees.
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <utility>
 #include <optional>
 #include <string>
 
@@ -70,6 +73,22 @@ void check_view(const TensorView<T>& t, const char* name) {
               std::to_string(t.shape[3]));
 }
 
+// True if no two elements of the view share memory: sorted by stride, each axis must step
+// past everything the smaller axes span.
+template <class T>
+bool rows_disjoint(const TensorView<T>& t) {
+  std::array<std::pair<index_t, index_t>, 4> axes{{{t.stride[0], t.shape[0]}, {t.stride[1], t.shape[1]},
+                                                   {t.stride[2], t.shape[2]}, {1, t.shape[3]}}};
+  std::sort(axes.begin(), axes.end());
+  index_t span = 0;  // largest offset reachable with the axes so far
+  for (const auto& [stride, extent] : axes) {
+    if (extent <= 1) continue;
+    if (stride <= span) return false;
+    span += stride * (extent - 1);
+  }
+  return true;
+}
+
 }  // namespace detail
 
 // Validates shapes, pointers and options; returns the resolved problem. Throws
@@ -101,8 +120,10 @@ ProblemInfo make_problem(const TensorView<const TQ>& q, const TensorView<const T
   require(p.Hkv == 0 || p.Hq % p.Hkv == 0, "k.shape",
           "query heads (" + std::to_string(p.Hq) + ") must be a multiple of key/value heads (" +
               std::to_string(p.Hkv) + ")");
-  require(!(o.stride[2] == 0 && p.Nq > 1) && !(o.stride[1] == 0 && p.Hq > 1) && !(o.stride[0] == 0 && p.B > 1),
-          "o.stride", "output strides must not alias rows (stride 0)");
+  require(detail::rows_disjoint(o), "o.stride",
+          "output rows overlap (strides " + std::to_string(o.stride[0]) + "," + std::to_string(o.stride[1]) + "," +
+              std::to_string(o.stride[2]) + " for shape " + shape_str(o.shape) + ")");
+  require(std::abs(opt.q_offset.value_or(0)) <= (index_t(1) << 40), "q_offset", "out of range");
   p.q_offset = opt.q_offset.value_or(p.Nk - p.Nq);
   p.scale = opt.scale.value_or(p.D > 0 ? 1.f / std::sqrt(float(p.D)) : 1.f);
   require(std::isfinite(p.scale), "scale", "must be finite");
