@@ -127,11 +127,7 @@ class Plan {
       const HeadKV kv = load_head(w, b, hkv);
       pack_q(w, b, h, i0, rows);
       alloc_tile(w);
-      const auto bound = [&] {
-        if constexpr (content) return Bind::bind_tile(attn_.mask, heads_[b * p_.Hq + h], w.store, inputs(b, h), {pos0, rows});
-        else return attn_.mask;
-      }();
-      auto mark = [&](const auto& bm) {
+      with_tile_mask(w, kv, b, h, i0, rows, [&](const auto& bm) {
         for_each_key_tile(bm, pos0, rows, tile_keys(bm, pos0, rows, 0, p_.Nk), [&](index_t jlo, index_t n, TileKind kind) {
           if (kind == TileKind::skip) return;
           tile_logits(w, kv, jlo, n, b, h, rows);
@@ -140,13 +136,7 @@ class Plan {
               sel[(i0 + r) * p_.Nk + jlo + c] =
                   kind == TileKind::full || mask_allows(bm, pos0 + r, jlo + c, w.st[c * TQP + r]);
         });
-      };
-      if constexpr (is_topk_mask_v<MaskT>) {
-        select_topk(w, bound, kv, b, h, i0, rows);
-        mark(TopKRows<std::remove_const_t<decltype(bound)>>{bound, w.thresholds.data(), pos0});
-      } else {
-        mark(bound);
-      }
+      });
     }
     return sel;
   }
@@ -336,20 +326,27 @@ class Plan {
     const index_t qt = item % n_qtiles_, t = item / n_qtiles_;
     const index_t g = t % group_, hkv = (t / group_) % p_.Hkv, b = t / (group_ * p_.Hkv);
     const index_t h = hkv * group_ + g;
-    const index_t i0 = qt * tile_q, rows = std::min(tile_q, p_.Nq - i0), pos0 = p_.pos(i0);
+    const index_t i0 = qt * tile_q, rows = std::min(tile_q, p_.Nq - i0);
     const HeadKV kv = load_head(w, b, hkv);
     pack_q(w, b, h, i0, rows);
     alloc_tile(w);
+    with_tile_mask(w, kv, b, h, i0, rows, [&](const auto& bm) { attend(w, bm, kv, b, h, i0, rows); });
+  }
+
+  // Binds the mask to the query tile (content-dependent masks, top-k thresholds) and calls
+  // f with the plain mask the tile loop tests.
+  template <class F>
+  void with_tile_mask(Worker& w, const HeadKV& kv, index_t b, index_t h, index_t i0, index_t rows, F&& f) {
+    const index_t pos0 = p_.pos(i0);
     const auto bound = [&] {
       if constexpr (content) return Bind::bind_tile(attn_.mask, heads_[b * p_.Hq + h], w.store, inputs(b, h), {pos0, rows});
       else return attn_.mask;
     }();
     if constexpr (is_topk_mask_v<MaskT>) {
       select_topk(w, bound, kv, b, h, i0, rows);
-      const TopKRows<std::remove_const_t<decltype(bound)>> rows_mask{bound, w.thresholds.data(), pos0};
-      attend(w, rows_mask, kv, b, h, i0, rows);
+      f(TopKRows<std::remove_const_t<decltype(bound)>>{bound, w.thresholds.data(), pos0});
     } else {
-      attend(w, bound, kv, b, h, i0, rows);
+      f(bound);
     }
   }
 
