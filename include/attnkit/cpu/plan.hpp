@@ -188,6 +188,7 @@ class Plan {
 
   HeadKV load_head(Worker& w, index_t b, index_t hkv) {
     const index_t Nk = p_.Nk, D = p_.D;
+    if (Nk == 0) return HeadKV{nullptr, nullptr, 0, 0};  // no rows to point at
     HeadKV kv{k_.row(b, hkv, 0), v_.row(b, hkv, 0), k_.stride[2], v_.stride[2]};
     if constexpr (linear) {
       if (w.cached_b != b || w.cached_h != hkv) {
