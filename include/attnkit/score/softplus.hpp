@@ -36,7 +36,10 @@ struct Softplus {
   template <class T>
   ATTNKIT_HD T finalize_factor(T /*m*/, T l) const {
     if (!normalize) return T(1);
-    return l > T(0) ? T(1) / l : T(0);
+    // Weights below the float range underflow (all lambda*s < ~-87): such a row ends like an
+    // empty one (o = 0) rather than at 1/l = inf.
+    const T f = T(1) / l;
+    return l > T(0) && f <= T(3.40282347e+38f) ? f : T(0);
   }
 };
 
