@@ -51,8 +51,12 @@ struct ProblemInfo {
 namespace detail {
 
 inline std::string shape_str(const std::array<index_t, 4>& s) {
-  return "[" + std::to_string(s[0]) + "," + std::to_string(s[1]) + "," + std::to_string(s[2]) + "," +
-         std::to_string(s[3]) + "]";
+  std::string out = "[";  // appended piece by piece: GCC 12 warns (-Wrestrict) on a + chain here
+  for (int d = 0; d < 4; ++d) {
+    out += std::to_string(s[d]);
+    out += d < 3 ? "," : "]";
+  }
+  return out;
 }
 
 template <class T>

@@ -1,5 +1,7 @@
 #pragma once
-// Sliding window with attention sinks: allowed iff -left <= j - pos <= right, or j < sinks.
+// Sliding window with attention sinks: allowed iff j - pos <= right and (j - pos >= -left or
+// j < sinks). The sinks (StreamingLLM) stay under the right bound, so a causal window with
+// sinks never lets an early query see a later sink token.
 #include <limits>
 
 #include "concepts.hpp"
@@ -20,19 +22,18 @@ struct SlidingWindow {
     require(sinks >= 0, "mask.sinks", "must be non-negative");
   }
   ATTNKIT_HD bool allowed(index_t pos, index_t j) const {
-    return j < sinks || (j >= pos - left && j <= pos + right);
+    return j <= pos + right && (j < sinks || j >= pos - left);
   }
   ATTNKIT_HD TileKind classify(const TileRect& r) const {
-    const bool window_full = r.k_lo >= (r.q_hi - 1) - left && (r.k_hi - 1) <= r.q_lo + right;
-    const bool window_skip = (r.k_hi - 1) < r.q_lo - left || r.k_lo > (r.q_hi - 1) + right;
-    if (window_full || r.k_hi <= sinks) return TileKind::full;
-    if (window_skip && r.k_lo >= sinks) return TileKind::skip;
-    return TileKind::partial;
+    const bool right_all = (r.k_hi - 1) <= r.q_lo + right, right_none = r.k_lo > (r.q_hi - 1) + right;
+    const bool left_all = r.k_lo >= (r.q_hi - 1) - left || r.k_hi <= sinks;
+    const bool left_none = (r.k_hi - 1) < r.q_lo - left && r.k_lo >= sinks;
+    if (right_none || left_none) return TileKind::skip;
+    return right_all && left_all ? TileKind::full : TileKind::partial;
   }
   ATTNKIT_HD KeyBounds key_bounds(index_t q_lo, index_t q_hi, index_t nk) const {
     const index_t lo = sinks > 0 ? 0 : q_lo - left;
-    index_t hi = q_hi + right;
-    if (hi < sinks) hi = sinks;
+    const index_t hi = q_hi + right;
     return {lo < 0 ? 0 : lo, hi > nk ? nk : (hi < 0 ? 0 : hi)};
   }
 };
