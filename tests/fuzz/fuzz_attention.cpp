@@ -1,0 +1,182 @@
+// libFuzzer target: random shapes, strides, layouts, dtypes, masks and score functions through
+// the public CPU API, compared with the fp64 reference. Invalid calls must throw
+// attnkit::invalid_argument (never crash, read out of bounds or return NaN).
+//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined ... fuzz_attention.cpp
+#include <attnkit/attnkit.hpp>
+#include <attnkit/reference/reference.hpp>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+using namespace attnkit;
+
+struct Bytes {
+  const std::uint8_t* p;
+  std::size_t n;
+  unsigned next() { return n ? (--n, *p++) : 0u; }
+  int range(int lo, int hi) { return lo + int(next() % unsigned(hi - lo + 1)); }
+  bool flag() { return next() & 1u; }
+};
+
+struct Case {
+  int B, Hq, Hkv, Nq, Nk, D, Dv;
+  bool bshd, integer_inputs, bad;
+  bool bad_in_mask = false;  // the mask parameters carry the invalid value
+  std::optional<index_t> q_offset;
+};
+
+template <class T>
+std::vector<T> make_data(std::mt19937& rng, std::size_t n, bool integer, float scale) {
+  std::normal_distribution<float> normal(0.f, scale);
+  std::uniform_int_distribution<int> small(-2, 2);
+  std::vector<T> x(n);
+  for (auto& e : x) e = from_float<T>(integer ? float(small(rng)) : normal(rng));
+  return x;
+}
+
+template <class T>
+TensorView<T> view(std::vector<T>& x, const Case& c, int H, int N, int D) {
+  return c.bshd ? bshd(x.data(), c.B, N, H, D) : bhsd(x.data(), c.B, H, N, D);
+}
+
+double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
+  double e = 0, s = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) e += (a[i] - b[i]) * double(a[i] - b[i]), s += double(b[i]) * b[i];
+  return s > 0 ? std::sqrt(e / s) : std::sqrt(e);
+}
+
+[[noreturn]] void fail(const char* what, double err, const Case& c, const char* variant) {
+  std::fprintf(stderr,
+               "fuzz: %s (rel error %g)\n  %s  B=%d Hq=%d Hkv=%d Nq=%d Nk=%d D=%d Dv=%d %s q_offset=%s integer=%d\n", what,
+               err, variant, c.B, c.Hq, c.Hkv, c.Nq, c.Nk, c.D, c.Dv, c.bshd ? "bshd" : "bhsd",
+               c.q_offset ? std::to_string(*c.q_offset).c_str() : "default", int(c.integer_inputs));
+  std::abort();
+}
+
+template <class T, class Variant>
+void check(const Variant& attn, const Case& c, std::mt19937& rng, float scale, bool compare, Options opt) {
+  auto q = make_data<T>(rng, std::size_t(c.B) * c.Hq * c.Nq * c.D, c.integer_inputs, scale);
+  auto k = make_data<T>(rng, std::size_t(c.B) * c.Hkv * c.Nk * c.D, c.integer_inputs, scale);
+  auto v = make_data<T>(rng, std::size_t(c.B) * c.Hkv * c.Nk * c.Dv, false, 1.f);
+  std::vector<float> out(std::size_t(c.B) * c.Hq * c.Nq * c.Dv, std::nanf("")), ref(out.size());
+  auto Q = TensorView<const T>(view(q, c, c.Hq, c.Nq, c.D));
+  auto K = TensorView<const T>(view(k, c, c.Hkv, c.Nk, c.D));
+  if (c.bad && !c.bad_in_mask) K.shape[0] += 1;  // batch mismatch (or a null pointer)
+  auto V = TensorView<const T>(view(v, c, c.Hkv, c.Nk, c.Dv));
+  auto O = view(out, c, c.Hq, c.Nq, c.Dv);
+  opt.q_offset = c.q_offset;
+  try {
+    cpu::run(attn, Q, K, V, O, opt);
+  } catch (const attnkit::invalid_argument&) {
+    return;  // a clear error is an acceptable answer to any input
+  }
+  if (c.bad) fail("invalid call was accepted", 0, c, __PRETTY_FUNCTION__);
+  for (float x : out)
+    if (!std::isfinite(x)) fail("non-finite output (or an output element left unwritten)", 0, c, __PRETTY_FUNCTION__);
+  if (!compare) return;
+  reference::attention<double>(attn, Q, K, V, view(ref, c, c.Hq, c.Nq, c.Dv), opt);
+  const double tol = std::is_same_v<T, float> ? 2e-4 : 2e-2;
+  const double err = rel_error(out, ref);
+  if (err > tol) fail("differs from the fp64 reference", err, c, __PRETTY_FUNCTION__);
+}
+
+template <class T, class Score>
+void by_mask(const Score& score, Bytes& in, Case& c, std::mt19937& rng, float scale, Options opt) {
+  const int Nk = std::max(c.Nk, 1);
+  switch (in.range(0, 11)) {
+    case 0: return check<T>(make_attention(score, Full{}), c, rng, scale, true, opt);
+    case 1: return check<T>(make_attention(score, Causal{}), c, rng, scale, true, opt);
+    case 2: {
+      SlidingWindow w{in.range(0, 40), in.range(0, 40), in.range(0, 4)};
+      if (c.bad) w.left = -1, c.bad_in_mask = true;
+      return check<T>(make_attention(score, w), c, rng, scale, true, opt);
+    }
+    case 3: {
+      const int bq = in.range(1, 70), bk = in.range(1, 70);
+      const index_t off = c.q_offset.value_or(c.Nk - c.Nq);
+      const int qb = off >= 0 ? int((off + c.Nq + bq - 1) / bq) + (c.bad ? 1 : 0) : 0, kb = (c.Nk + bk - 1) / bk;
+      c.bad_in_mask = c.bad && off >= 0;
+      std::vector<unsigned char> bits(std::size_t(std::max(qb * kb, 1)));
+      for (auto& b : bits) b = in.flag();
+      return check<T>(make_attention(score, BlockMask{bits.data(), qb, kb, bq, bk}), c, rng, scale, true, opt);
+    }
+    case 4: {  // 2-D neighborhood on a grid of Nk tokens
+      int rows = 1;
+      for (int r = 2; r * r <= Nk; ++r)
+        if (Nk % r == 0) rows = r;
+      const int cols = Nk / rows, dil = in.range(1, 2);
+      Neighborhood2D nb{{rows, cols}, {in.range(1, std::max(1, rows / dil)), in.range(1, std::max(1, cols / dil))}, {dil, dil}};
+      nb.causal[1] = in.flag();
+      if (c.bad) nb.kernel[0] = rows + 1, c.bad_in_mask = true;
+      return check<T>(make_attention(score, nb), c, rng, scale, true, opt);
+    }
+    case 5: {
+      Neighborhood1D nb{{Nk}, {in.range(1, Nk)}};
+      return check<T>(make_attention(score, nb), c, rng, scale, true, opt);
+    }
+    case 6: {  // exact integer logits make the selection deterministic in every precision
+      c.integer_inputs = true;
+      opt.scale = 1.f;
+      c.bad_in_mask = c.bad;
+      return check<T>(make_attention(score, TopK<Causal>{c.bad ? 0 : in.range(1, 20)}), c, rng, scale, true, opt);
+    }
+    case 7: return check<T>(make_attention(score, MoBA{in.range(1, 40), in.range(1, 4)}), c, rng, scale, false, opt);
+    case 8: {
+      std::vector<float> centroids(std::size_t(4 * c.D));
+      std::normal_distribution<float> normal;
+      for (auto& x : centroids) x = normal(rng);
+      c.bad_in_mask = c.bad;
+      return check<T>(make_attention(score, ClusterRouting{centroids.data(), c.bad ? 0 : 4}), c, rng, scale, false, opt);
+    }
+    case 9: return check<T>(make_attention(score, Causal{} & SlidingWindow{in.range(0, 30), 0}), c, rng, scale, true, opt);
+    case 10: return check<T>(make_attention(score, TopKBlocks<Causal>{in.range(1, 4), in.range(1, 40), in.range(1, 40)}),
+                             c, rng, scale, false, opt);
+    default: {
+      Neighborhood3D nb{{1, 1, Nk}, {1, 1, in.range(1, Nk)}};
+      return check<T>(make_attention(score, nb), c, rng, scale, true, opt);
+    }
+  }
+}
+
+template <class T>
+void by_score(Bytes& in, Case& c, std::mt19937& rng, float scale, Options opt) {
+  switch (in.range(0, 3)) {
+    case 0: return by_mask<T>(Softmax{}, in, c, rng, scale, opt);
+    case 1: return by_mask<T>(Sigmoid{}, in, c, rng, scale, opt);
+    case 2:  // TODO(robust softplus): weights below ~1e-38 underflow in float; stay clear of that range
+      return by_mask<T>(Softplus{float(in.range(1, 2)), in.flag() ? LengthScale::log_n : LengthScale::one}, in, c, rng,
+                        std::min(scale, 2.f), opt);
+    default: return by_mask<T>(Linear<>{}, in, c, rng, std::min(scale, 4.f), opt);
+  }
+}
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  Bytes in{data, size};
+  Case c{};
+  c.B = in.range(0, 2);
+  c.Hkv = in.range(1, 2);
+  c.Hq = c.Hkv * in.range(1, 3);
+  c.Nq = in.range(0, 70);
+  c.Nk = in.range(0, 140);
+  c.D = in.range(1, 40);
+  c.Dv = in.range(1, 40);
+  c.bshd = in.flag();
+  c.bad = in.range(0, 15) == 0;  // now and then, one invalid parameter
+  if (in.flag()) c.q_offset = in.range(-8, c.Nk + 8);
+  const float scale = in.flag() ? 1.f : float(in.range(1, 30));
+  std::mt19937 rng(in.next() | (in.next() << 8));
+  Options opt;
+  opt.threads = in.range(1, 2);
+  switch (in.range(0, 2)) {
+    case 0: by_score<float>(in, c, rng, scale, opt); break;
+    case 1: by_score<bfloat16>(in, c, rng, scale, opt); break;
+    default: by_score<half>(in, c, rng, scale, opt); break;
+  }
+  return 0;
+}

@@ -1,0 +1,8 @@
+#include "matrix.hpp"
+using namespace attnkit;
+TEST_CASE("sigmoid x every mask, shape and dtype matches the fp64 reference", "[matrix][sigmoid]") {
+  test::check_all_masks(Sigmoid{});
+}
+TEST_CASE("sigmoid with an explicit bias", "[matrix][sigmoid]") {
+  test::check_variant<float>(make_attention(Sigmoid::with_bias(0.5f), Causal{}), test::standard_shapes()[0]);
+}

@@ -1,0 +1,60 @@
+// Storage conversions and the CPU backend's vectorised math.
+#include <attnkit/cpu/simd.hpp>
+
+#include "support.hpp"
+
+using namespace attnkit;
+
+TEST_CASE("half and bfloat16 round to nearest even, with inf, NaN and subnormals", "[numerics]") {
+  REQUIRE(float(half(1.f)) == 1.f);
+  REQUIRE(float(half(65504.f)) == 65504.f);
+  REQUIRE(std::isinf(float(half(65520.f))));
+  REQUIRE(float(half(65519.f)) == 65504.f);
+  REQUIRE(std::isnan(float(half(std::nanf("")))));
+  REQUIRE(float(half(5.9604644775390625e-8f)) == 5.9604644775390625e-8f);  // smallest subnormal
+  REQUIRE(float(half(2.98023223876953125e-8f)) == 0.f);                    // halfway to 0: even
+  REQUIRE(float(half(1.f + 1.f / 2048)) == 1.f);                           // tie rounds to even
+  REQUIRE(float(half(1.f + 3.f / 2048)) == 1.f + 2.f / 1024);
+  REQUIRE(float(bfloat16(1.f + 1.f / 256)) == 1.f);
+  REQUIRE(float(bfloat16(1.f + 3.f / 256)) == 1.f + 2.f / 128);
+  REQUIRE(std::isnan(float(bfloat16(std::nanf("")))));
+  REQUIRE(std::isinf(float(bfloat16(__builtin_huge_valf()))));
+  // every half value survives a round trip through float
+  for (unsigned u = 0; u < 0x10000u; ++u) {
+    half h;
+    h.bits = std::uint16_t(u);
+    const float f = float(h);
+    if (!std::isnan(f)) REQUIRE(half(f).bits == h.bits);
+  }
+}
+
+TEST_CASE("the vectorised exp and softplus keep their error bounds", "[numerics]") {
+  using cpu::vfloat;
+  constexpr int W = cpu::simd_width;
+  double worst = 0;
+  alignas(64) float x[64], y[64];
+  for (double base = -87.0; base < 88.5; base += 0.0137) {
+    for (int i = 0; i < W; ++i) x[i] = float(base + i * 1e-3);
+    cpu::fast_exp(vfloat::load_unaligned(x)).store_unaligned(y);
+    for (int i = 0; i < W; ++i) worst = std::max(worst, std::abs(y[i] - std::exp(double(x[i]))) / std::exp(double(x[i])));
+  }
+  REQUIRE(worst < 3e-7);
+  const float special[8] = {-__builtin_huge_valf(), __builtin_huge_valf(), std::nanf(""), -200.f, 200.f, 0.f, -87.f, 88.f};
+  for (int i = 0; i < W; ++i) x[i] = special[i % 8];
+  cpu::fast_exp(vfloat::load_unaligned(x)).store_unaligned(y);
+  REQUIRE(y[0] == 0.f);
+  REQUIRE(std::isinf(y[1]));
+  REQUIRE(std::isnan(y[2]));
+  REQUIRE(y[3] == 0.f);
+  REQUIRE(y[5] == 1.f);
+  worst = 0;
+  for (double base = -60.0; base < 60.0; base += 0.0113) {
+    for (int i = 0; i < W; ++i) x[i] = float(base + i * 1e-3);
+    math<vfloat>::softplus(vfloat::load_unaligned(x)).store_unaligned(y);
+    for (int i = 0; i < W; ++i) {
+      const double t = x[i], ref = std::max(t, 0.0) + std::log1p(std::exp(-std::abs(t)));
+      worst = std::max(worst, std::abs(y[i] - ref) / ref);
+    }
+  }
+  REQUIRE(worst < 1e-6);
+}
