@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds everything (the CUDA tests too when nvcc is found) with warnings as errors and runs
+# every test that needs no GPU; GPU tests skip with a message when no GPU is present.
+#   scripts/test.sh                  # Release build in build/
+#   ATTNKIT_SANITIZE=ON BUILD_DIR=build-asan scripts/test.sh   # ASan + UBSan build
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+
+build=${BUILD_DIR:-build}
+jobs=${JOBS:-$(nproc)}
+cuda_args=()
+if [[ -z ${ATTNKIT_NO_CUDA:-} ]]; then
+  nvcc=$(command -v nvcc || true)
+  [[ -z $nvcc && -x /usr/local/cuda/bin/nvcc ]] && nvcc=/usr/local/cuda/bin/nvcc
+  if [[ -n $nvcc ]]; then
+    cuda_args=(-DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-80-real;90a-real}")
+  fi
+fi
+
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DATTNKIT_WERROR=ON \
+      -DATTNKIT_SANITIZE="${ATTNKIT_SANITIZE:-OFF}" -DATTNKIT_BUILD_TESTS=ON -DATTNKIT_BUILD_EXAMPLES=ON -DATTNKIT_BUILD_BENCH=ON "${cuda_args[@]}"
+start=$(date +%s)
+cmake --build "$build" -j "$jobs"
+echo "attnkit: build took $(( $(date +%s) - start )) s"
+ctest --test-dir "$build" -j "$jobs" --output-on-failure
