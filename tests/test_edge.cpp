@@ -45,6 +45,22 @@ TEST_CASE("q_offset beyond the keys and Nk < Nq", "[edge]") {
   check_variant<float>(make_attention(Softmax{}, Causal{}), Shape{1, 1, 1, 1, 1, 16, 16, false, {}});
 }
 
+TEST_CASE("linear attention under a window that cuts keys only at shifted positions", "[edge]") {
+  // The CPU backend runs linear attention in chunked (Full / Causal) form when the window
+  // lets every query see every key. That test once assumed positions in [0, Nk): a negative
+  // q_offset put queries whose right bound stops before the keys into the Full form (found
+  // by the fuzzer, relative error 1), and a large q_offset + Nq queries whose left bound
+  // starts after the keys.
+  check_variant<float>(make_attention(Linear<>{}, SlidingWindow{9, 9, 0}), Shape{2, 6, 2, 35, 9, 16, 3, true, {}});
+  check_variant<float>(make_attention(Linear<>{}, SlidingWindow{9, 9, 1}), Shape{2, 6, 2, 35, 9, 16, 3, true, {}});
+  check_variant<float>(make_attention(Linear<>{}, SlidingWindow{20, 40, 0}), Shape{1, 2, 1, 30, 12, 8, 8, false, index_t(-40)});
+  check_variant<float>(make_attention(Linear<>{}, SlidingWindow{58, 0, 0}), Shape{1, 1, 1, 59, 1, 8, 8, false, index_t(57)});
+  check_variant<float>(make_attention(Linear<>{}, SlidingWindow{4, unbounded, 0}), Shape{1, 1, 1, 20, 4, 8, 8, false, index_t(0)});
+  // Still chunked (and exact) where the window covers every key of every query.
+  check_variant<float>(make_attention(Linear<>{}, SlidingWindow{30, 0, 2}), Shape{1, 2, 1, 30, 12, 8, 8, false, {}});
+  check_variant<float>(make_attention(Linear<>{}, SlidingWindow{34, 43, 0}), Shape{1, 2, 1, 30, 12, 8, 8, true, index_t(-32)});
+}
+
 TEST_CASE("large logits stay finite and exact", "[edge]") {
   const Shape s{1, 2, 1, 70, 130, 32, 32, false, {}};
   // Logits of order 1e3..1e4: an fp32 dot product of that size carries an absolute rounding

@@ -163,10 +163,16 @@ class Plan {
 
   bool runs_chunked() const {
     if constexpr (std::is_same_v<MaskT, Full> || std::is_same_v<MaskT, Causal>) return true;
-    else if constexpr (std::is_same_v<MaskT, SlidingWindow>)
-      return attn_.mask.sinks == 0 && attn_.mask.left >= p_.Nk + std::max<index_t>(p_.q_offset, 0) &&
-             (attn_.mask.right == 0 || attn_.mask.right >= p_.Nk);
-    else return false;
+    else if constexpr (std::is_same_v<MaskT, SlidingWindow>) {
+      // The chunked form computes Full or Causal, so the window may cut off no key of any
+      // query of the call: positions run over [q_offset, q_offset + Nq - 1] (negative ones
+      // included) and keys over [0, Nk - 1]. With the left bound at or before key 0 for
+      // every query the sinks change nothing; the right bound must either be the query
+      // itself (causal) or reach the last key from the first query.
+      const auto& m = attn_.mask;
+      const index_t first = p_.q_offset, last = p_.q_offset + p_.Nq - 1;
+      return m.left >= last && (m.right == 0 || m.right >= p_.Nk - 1 - first);
+    } else return false;
   }
   bool mask_is_causal() const {
     if constexpr (std::is_same_v<MaskT, Causal>) return true;
