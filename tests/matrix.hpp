@@ -1,16 +1,11 @@
 #pragma once
 // The score x mask test matrix: every mask (static, content-dependent and combined) on the
 // standard shapes for fp32 storage, and on two shapes for half and bfloat16.
+#include "common.hpp"
 #include "support.hpp"
 
 namespace attnkit::test {
 
-// Memory behind masks that point at caller data.
-struct MaskStore {
-  std::vector<unsigned char> bitmap;
-  std::vector<int> row_ptr, col_idx;
-  std::vector<float> centroids;
-};
 
 inline std::array<index_t, 2> split2(index_t n) {
   index_t a = 1;
@@ -20,8 +15,8 @@ inline std::array<index_t, 2> split2(index_t n) {
 }
 
 // Calls f(name, mask, inputs) for every mask that is valid on shape s.
-template <class F>
-void for_each_mask(const Shape& s, MaskStore& st, F&& f) {
+template <class Store, class F>
+void for_each_mask(const Shape& s, Store& st, F&& f) {
   const index_t pos0 = s.pos0(), pos_end = pos0 + s.Nq;
   const Inputs normal{}, exact{1.f, true};
   f("full", Full{}, normal);
@@ -71,13 +66,22 @@ void for_each_mask(const Shape& s, MaskStore& st, F&& f) {
   f("cluster", ClusterRouting{st.centroids.data(), 6}, normal);
 }
 
+// Every mask the backend supports (Backend::supports<Mask>) on shape s, against the
+// reference within Backend::tolerance<T>.
+template <class T, class Backend, class Score>
+void check_masks_with(const Backend& backend, const Score& score, const Shape& s) {
+  typename Backend::mask_store st;
+  for_each_mask(s, st, [&](const char* name, const auto& mask, Inputs in) {
+    if constexpr (Backend::template supports<std::decay_t<decltype(mask)>>) {
+      INFO("mask " << name);
+      check_variant_on<T>(backend, make_attention(score, mask), s, {}, in, Backend::template tolerance<T>);
+    }
+  });
+}
+
 template <class T, class Score>
 void check_masks_on(const Score& score, const Shape& s) {
-  MaskStore st;
-  for_each_mask(s, st, [&](const char* name, const auto& mask, Inputs in) {
-    INFO("mask " << name);
-    check_variant<T>(make_attention(score, mask), s, {}, in);
-  });
+  check_masks_with<T>(CpuBackend{}, score, s);
 }
 
 // Every mask on every standard shape in fp32, and on two shapes in half and bfloat16.

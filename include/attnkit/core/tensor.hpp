@@ -5,6 +5,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "config.hpp"
 #include "dtype.hpp"
@@ -30,7 +31,11 @@ struct TensorView {
     return std::size_t(shape[0] * shape[1] * shape[2] * shape[3]);
   }
   // A view of the same memory as read-only.
-  operator TensorView<const T>() const { return {data, shape, stride}; }
+  template <class U = T>
+    requires(!std::is_const_v<U>)
+  operator TensorView<const U>() const {
+    return {data, shape, stride};
+  }
 };
 
 // Contiguous [B, H, S, D].

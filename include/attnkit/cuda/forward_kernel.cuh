@@ -1,0 +1,347 @@
+#pragma once
+// The fused forward kernel (FlashAttention-2 structure) for any score x static mask x mods.
+//
+// One CTA owns BM = 128 queries of one (batch, query head); 8 warps own 16 query rows each.
+// Q stays in registers as mma A-fragments. K and V tiles of BN = 64 keys stream through
+// shared memory with cp.async (the next K tile loads while the current tile's weights are
+// computed, the next V tile while P*V runs). Shared tiles are XOR-swizzled in 16-byte chunks
+// so that ldmatrix reads are free of bank conflicts. Per key tile:
+//   S = Q K^T               (mma.sync m16n8k16, fp32 accumulators)
+//   logits, mods, mask       (per element only on tiles the mask classifies as partial)
+//   monoid update            (running max and rescale for softmax-like scores, else a sum)
+//   O += P V                 (P re-packed from the S accumulators into A-fragments)
+// Tiles the mask classifies as skip are never loaded.
+#include <cstdint>
+
+#include "../core/math.hpp"
+#include "../core/problem.hpp"
+#include "../mask/concepts.hpp"
+#include "../mods/concepts.hpp"
+#include "../score/concepts.hpp"
+#include "ptx.hpp"
+
+namespace attnkit::cuda::detail {
+
+// Tile shape of the forward kernel for a padded head dim HD (64 or 128) covering D and Dv.
+template <int HD_>
+struct ForwardTiles {
+  static constexpr int HD = HD_;
+  static constexpr int BM = 128, BN = 64, warps = 8, threads = warps * 32;
+  static_assert(BN / 8 * 4 == 32, "the partial-tile mask bits fill one 32-bit word");
+  static constexpr int chunks = HD / 8;  // 16-byte chunks per shared row
+  static constexpr int smem_bytes = (BM + 2 * BN) * HD * 2;
+  static_assert(HD % 64 == 0, "the swizzle needs at least 8 chunks of 16 bytes per row");
+};
+
+// Element offset of (row, col) in a swizzled [rows][HD] tile of 16-bit values.
+template <int HD>
+__device__ __forceinline__ int swz(int row, int col) {
+  return row * HD + ((((col >> 3) ^ row) & 7) | ((col >> 3) & ~7)) * 8 + (col & 7);
+}
+
+// Kernel arguments: raw pointers and strides (elements) of the views, and the resolved problem.
+template <class Variant, class Score, class T, class TO>
+struct ForwardArgs {
+  const T* q;
+  const T* k;
+  const T* v;
+  TO* o;
+  std::int64_t qs[3], ks[3], vs[3], os[3];
+  float* lse;  // nullable
+  std::int64_t lse_s[3];
+  ProblemInfo p;
+  Variant attn;
+  Score score;  // resolved
+  bool vec;         // 16-byte aligned rows: cp.async path
+  bool count_rows;  // the score needs each row's allowed-key count
+};
+
+// Loads rows [row0, row0 + R) x [0, HD) of a strided head into a swizzled shared tile; rows
+// at or past n_rows and columns at or past n_cols are zero-filled.
+template <int HD, int R, int Threads, class T>
+__device__ __forceinline__ void load_tile(T* smem, const T* head, std::int64_t row_stride, int row0, int n_rows,
+                                          int n_cols, bool vec) {
+  constexpr int chunks = HD / 8;
+  const int tid = threadIdx.x;
+  if (vec) {
+#pragma unroll
+    for (int c = tid; c < R * chunks; c += Threads) {
+      const int r = c / chunks, ch = c % chunks, gr = row0 + r;
+      const bool ok = gr < n_rows && ch * 8 < n_cols;
+      const T* src = ok ? head + std::int64_t(gr) * row_stride + ch * 8 : head;
+      ptx::cp_async_16(smem + swz<HD>(r, ch * 8), src, ok ? 16 : 0);
+    }
+  } else {  // unaligned rows or odd head dims: element loads
+    for (int e = tid; e < R * HD; e += Threads) {
+      const int r = e / HD, col = e % HD, gr = row0 + r;
+      T x{};
+      if (gr < n_rows && col < n_cols) x = head[std::int64_t(gr) * row_stride + col];
+      smem[swz<HD>(r, col)] = x;
+    }
+  }
+}
+
+template <class Tiles, class Variant, class Score, class T, class TO>
+__global__ void __launch_bounds__(Tiles::threads, 1) forward_kernel(const ForwardArgs<Variant, Score, T, TO> a) {
+  constexpr int HD = Tiles::HD, BM = Tiles::BM, BN = Tiles::BN, NT = Tiles::threads;
+  constexpr int KS = HD / 16;   // k-steps of Q K^T
+  constexpr int SN = BN / 8;    // n-tiles of S per warp
+  constexpr int ON = HD / 8;    // n-tiles of O per warp
+  constexpr bool linear = is_linear_score<Score>();
+  constexpr bool tracks_max = Score::tracks_max;
+  using MaskT = typename Variant::mask_type;
+
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);
+  T* sK = sQ + BM * HD;
+  T* sV = sK + BN * HD;
+
+  const ProblemInfo& p = a.p;
+  const int qtile = int(gridDim.x - 1 - blockIdx.x);  // longest (causal) tiles first
+  const int h = blockIdx.y, b = blockIdx.z, hk = int(h / p.group());
+  const int i0 = qtile * BM;
+  const int Nq = int(p.Nq), Nk = int(p.Nk), D = int(p.D), Dv = int(p.Dv);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+
+  const T* qh = a.q + b * a.qs[0] + h * a.qs[1];
+  const T* kh = a.k + b * a.ks[0] + hk * a.ks[1];
+  const T* vh = a.v + b * a.vs[0] + hk * a.vs[1];
+
+  // Key tiles this query tile may touch.
+  const int rows_here = min(BM, Nq - i0);
+  const index_t pos_lo = p.pos(i0), pos_hi = p.pos(i0 + rows_here);
+  const KeyBounds kb = mask_key_bounds(a.attn.mask, pos_lo, pos_hi, p.Nk);
+  const int k_begin = int(kb.lo > p.key_begin ? kb.lo : p.key_begin), k_end = int(kb.hi < p.key_end ? kb.hi : p.key_end);
+  const int kt_end = k_begin < k_end ? (k_end + BN - 1) / BN : 0;
+  auto tile_kind = [&](int kt) {
+    const int j0 = kt * BN, j1 = min(j0 + BN, Nk);
+    const TileKind c = mask_classify(a.attn.mask, TileRect{pos_lo, pos_hi, j0, j1});
+    if (c == TileKind::full && (j0 < k_begin || j0 + BN > k_end)) return TileKind::partial;
+    return c;
+  };
+  auto next_tile = [&](int kt) {  // first tile >= kt that is not skipped
+    while (kt < kt_end && tile_kind(kt) == TileKind::skip) ++kt;
+    return kt;
+  };
+
+  // ---- prologue: Q and the first K tile, then the first V tile
+  int kt = next_tile(k_begin / BN);
+  load_tile<HD, BM, NT>(sQ, qh, a.qs[2], i0, Nq, D, a.vec);
+  if (kt < kt_end) load_tile<HD, BN, NT>(sK, kh, a.ks[2], kt * BN, Nk, D, a.vec);
+  ptx::cp_async_commit();
+  if (kt < kt_end) load_tile<HD, BN, NT>(sV, vh, a.vs[2], kt * BN, Nk, Dv, a.vec);
+  ptx::cp_async_commit();
+  ptx::cp_async_wait<1>();
+  __syncthreads();
+
+  // Q fragments of this warp's 16 rows (feature-mapped for linear attention).
+  std::uint32_t qf[KS][4];
+#pragma unroll
+  for (int ks = 0; ks < KS; ++ks) {
+    ptx::ldmatrix_x4(qf[ks], sQ + swz<HD>(warp * 16 + lane % 16, ks * 16 + (lane / 16) * 8));
+    if constexpr (linear) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int col = ks * 16 + 2 * t + (r / 2) * 8;
+        const float2 x = ptx::unpack2<T>(qf[ks][r]);
+        qf[ks][r] = ptx::pack2<T>(col < D ? a.score.feature(x.x) : 0.f, col + 1 < D ? a.score.feature(x.y) : 0.f);
+      }
+    }
+  }
+
+  // Rows of this thread: r = 0 -> warp row g, r = 1 -> g + 8.
+  int row_i[2];
+  index_t row_pos[2];
+  bool row_ok[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    row_i[r] = i0 + warp * 16 + g + 8 * r;
+    row_pos[r] = p.pos(row_i[r]);
+    row_ok[r] = row_i[r] < Nq;
+  }
+
+  // Length-scaled scores: the number of keys each row may attend, over all keys.
+  float lambda[2] = {1.f, 1.f};
+  if (a.count_rows) {
+    float cnt[2] = {0.f, 0.f};
+    for (int c = 0; c < kt_end; ++c) {
+      const TileKind kind = mask_classify(a.attn.mask, TileRect{pos_lo, pos_hi, c * BN, min(c * BN + BN, Nk)});
+      if (kind == TileKind::skip) continue;
+      for (int e = 0; e < 2 * SN; ++e) {
+        const int j = c * BN + (e / 2) * 8 + 2 * t + (e & 1);
+        if (j >= Nk) continue;
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+          if (row_ok[r] && (kind == TileKind::full || a.attn.mask.allowed(row_pos[r], j))) cnt[r] += 1.f;
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      cnt[r] += __shfl_xor_sync(0xffffffffu, cnt[r], 1);
+      cnt[r] += __shfl_xor_sync(0xffffffffu, cnt[r], 2);
+      lambda[r] = score_row_scale<float>(a.score, cnt[r]);
+    }
+  }
+
+  float o[ON][4];
+#pragma unroll
+  for (int n = 0; n < ON; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m[2] = {neg_inf, neg_inf}, l[2] = {0.f, 0.f};
+
+  while (kt < kt_end) {
+    const int j0 = kt * BN;
+    const TileKind kind = tile_kind(kt);
+    const int kt_next = next_tile(kt + 1);
+
+    if constexpr (linear) {  // phi(K) in place, only on real feature columns
+      __syncthreads();
+      for (int e = threadIdx.x; e < BN * HD; e += NT) {
+        const int r = e / HD, col = e % HD;
+        if (col < D) {
+          T& x = sK[swz<HD>(r, col)];
+          x = ptx::from_f32<T>(a.score.feature(ptx::to_f32(x)));
+        }
+      }
+      __syncthreads();
+    }
+
+    // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
+    float s[SN][4];
+#pragma unroll
+    for (int n = 0; n < SN; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+#pragma unroll
+      for (int n2 = 0; n2 < SN / 2; ++n2) {
+        std::uint32_t kf[4];
+        ptx::ldmatrix_x4(kf, sK + swz<HD>(n2 * 16 + (lane / 16) * 8 + lane % 8, ks * 16 + ((lane / 8) & 1) * 8));
+        ptx::mma_16816<T>(s[2 * n2], qf[ks], kf[0], kf[1]);
+        ptx::mma_16816<T>(s[2 * n2 + 1], qf[ks], kf[2], kf[3]);
+      }
+    }
+    __syncthreads();  // every warp is done with sK
+    if (kt_next < kt_end) load_tile<HD, BN, NT>(sK, kh, a.ks[2], kt_next * BN, Nk, D, a.vec);
+    ptx::cp_async_commit();
+
+    // Element mask of partial tiles as 32 bits (bit 4n+e), evaluated in a rolled loop:
+    // masks such as neighborhoods are arithmetic-heavy and would not fit unrolled 32 times.
+    std::uint32_t allow = ~0u;
+    if constexpr (!LogitMask<MaskT>) {
+      if (kind != TileKind::full) {
+        allow = 0;
+#pragma unroll 1
+        for (int idx = 0; idx < 4 * SN; ++idx) {
+          const int r = (idx & 3) / 2, j = j0 + (idx / 4) * 8 + 2 * t + (idx & 1);
+          const bool ok = row_ok[r] && j >= k_begin && j < k_end && a.attn.mask.allowed(row_pos[r], j);
+          allow |= std::uint32_t(ok) << idx;
+        }
+      }
+    }
+    // Logits -> weights. valid: the mask allows the pair and the logit is not dropped.
+    bool valid[SN][4];
+#pragma unroll
+    for (int n = 0; n < SN; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e / 2, j = j0 + n * 8 + 2 * t + (e & 1);
+        float x = s[n][e];
+        bool ok = (allow >> (4 * n + e)) & 1u;
+        if constexpr (!linear) {
+          x *= p.scale;
+          if constexpr (Variant::has_mods) x = a.attn.template modify<float>(x, LogitCoord{b, h, row_i[r], row_pos[r], j});
+          x = sanitize_logit(x);
+          ok = ok && x != neg_inf;
+        }
+        if constexpr (LogitMask<MaskT>) {
+          if (kind != TileKind::full)
+            ok = ok && row_ok[r] && j >= k_begin && j < k_end && mask_allows(a.attn.mask, row_pos[r], j, x);
+        }
+        s[n][e] = x;
+        valid[n][e] = ok;
+      }
+
+    float alpha[2] = {1.f, 1.f}, m_use[2] = {0.f, 0.f};
+    if constexpr (tracks_max) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float mx = m[r];
+#pragma unroll
+        for (int n = 0; n < SN; ++n) {
+          if (valid[n][2 * r]) mx = fmaxf(mx, s[n][2 * r]);
+          if (valid[n][2 * r + 1]) mx = fmaxf(mx, s[n][2 * r + 1]);
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        m_use[r] = mx == neg_inf ? 0.f : mx;
+        alpha[r] = m[r] == neg_inf ? 0.f : a.score.weight(m[r], m_use[r], 1.f);
+        m[r] = mx;
+      }
+    }
+    // P in A-fragment order; l = l * alpha + row sums of P; O rescaled by alpha.
+    l[0] *= alpha[0], l[1] *= alpha[1];
+    std::uint32_t pf[BN / 16][4];
+#pragma unroll
+    for (int n = 0; n < SN; ++n) {
+      float w[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e / 2;
+        w[e] = valid[n][e] ? a.score.weight(s[n][e], m_use[r], lambda[r]) : 0.f;
+        l[r] += w[e];
+      }
+      pf[n / 2][(n & 1) * 2 + 0] = ptx::pack2<T>(w[0], w[1]);
+      pf[n / 2][(n & 1) * 2 + 1] = ptx::pack2<T>(w[2], w[3]);
+    }
+#pragma unroll
+    for (int n = 0; n < ON; ++n) {
+      o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+      o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+    }
+
+    ptx::cp_async_wait<1>();  // V of this tile
+    __syncthreads();
+#pragma unroll
+    for (int ks = 0; ks < BN / 16; ++ks) {
+#pragma unroll
+      for (int n2 = 0; n2 < ON / 2; ++n2) {
+        std::uint32_t vf[4];
+        ptx::ldmatrix_x4_trans(vf, sV + swz<HD>(ks * 16 + lane % 8 + ((lane / 8) & 1) * 8, n2 * 16 + (lane / 16) * 8));
+        ptx::mma_16816<T>(o[2 * n2], pf[ks], vf[0], vf[1]);
+        ptx::mma_16816<T>(o[2 * n2 + 1], pf[ks], vf[2], vf[3]);
+      }
+    }
+    __syncthreads();  // every warp is done with sV
+    if (kt_next < kt_end) load_tile<HD, BN, NT>(sV, vh, a.vs[2], kt_next * BN, Nk, Dv, a.vec);
+    ptx::cp_async_commit();
+    ptx::cp_async_wait<1>();  // K of the next tile
+    __syncthreads();
+    kt = kt_next;
+  }
+  ptx::cp_async_wait<0>();
+
+  // Finalize: full row sums across the quad, the score's factor, the output and lse.
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (!row_ok[r]) continue;
+    const float f = a.score.finalize_factor(m[r], l[r]);
+    TO* orow = a.o + b * a.os[0] + h * a.os[1] + std::int64_t(row_i[r]) * a.os[2];
+#pragma unroll
+    for (int n = 0; n < ON; ++n) {
+      const int col = n * 8 + 2 * t;
+      if (col < Dv) orow[col] = ptx::from_f32<TO>(o[n][2 * r] * f);
+      if (col + 1 < Dv) orow[col + 1] = ptx::from_f32<TO>(o[n][2 * r + 1] * f);
+    }
+    if constexpr (score_has_lse<Score>()) {
+      if (a.lse && t == 0)
+        a.lse[b * a.lse_s[0] + h * a.lse_s[1] + std::int64_t(row_i[r]) * a.lse_s[2]] =
+            l[r] > 0.f ? m[r] + math<float>::log(l[r]) : neg_inf;
+    }
+  }
+}
+
+}  // namespace attnkit::cuda::detail
