@@ -1,8 +1,16 @@
 #pragma once
 // The score x mask test matrix: every mask (static, content-dependent and combined) on the
 // standard shapes for fp32 storage, and on two shapes for half and bfloat16.
+#include <attnkit/mask/block.hpp>
+#include <attnkit/mask/combinators.hpp>
+#include <attnkit/mask/full.hpp>
+#include <attnkit/mask/neighborhood.hpp>
+#include <attnkit/mask/routing.hpp>
+#include <attnkit/mask/sliding_window.hpp>
+#include <attnkit/mask/topk.hpp>
+#include <attnkit/variant.hpp>
+
 #include "common.hpp"
-#include "support.hpp"
 
 namespace attnkit::test {
 
@@ -77,21 +85,6 @@ void check_masks_with(const Backend& backend, const Score& score, const Shape& s
       check_variant_on<T>(backend, make_attention(score, mask), s, {}, in, Backend::template tolerance<T>);
     }
   });
-}
-
-template <class T, class Score>
-void check_masks_on(const Score& score, const Shape& s) {
-  check_masks_with<T>(CpuBackend{}, score, s);
-}
-
-// Every mask on every standard shape in fp32, and on two shapes in half and bfloat16.
-template <class Score>
-void check_all_masks(const Score& score) {
-  for (const Shape& s : standard_shapes()) check_masks_on<float>(score, s);
-  for (std::size_t i = 0; i < 2; ++i) {
-    check_masks_on<half>(score, standard_shapes()[i]);
-    check_masks_on<bfloat16>(score, standard_shapes()[i]);
-  }
 }
 
 }  // namespace attnkit::test

@@ -1,4 +1,4 @@
-#include "matrix.hpp"
+#include "matrix_cpu.hpp"
 using namespace attnkit;
 TEST_CASE("sigmoid x every mask, shape and dtype matches the fp64 reference", "[matrix][sigmoid]") {
   test::check_all_masks(Sigmoid{});

@@ -1,0 +1,146 @@
+// attnkit_bench_cuda: times attnkit::cuda::run on the workloads of DESIGN.md's anchor table
+// with CUDA events (warm-up, then the median of many launches, random inputs, poisoned
+// outputs checked for being written). Prints one JSON object per workload on stdout; the
+// device script merges them with torch SDPA / FlexAttention timings of the same run.
+//   attnkit_bench_cuda [--reps=30] [--only=substring]
+#include <attnkit/cuda.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+using namespace attnkit;
+using attnkit::cuda::check;
+
+namespace {
+
+__global__ void fill_uniform(bfloat16* x, std::size_t n, std::uint32_t seed) {
+  for (std::size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x) {
+    std::uint32_t h = std::uint32_t(i) * 2654435761u ^ seed;
+    h ^= h >> 16, h *= 0x7feb352du, h ^= h >> 15, h *= 0x846ca68bu, h ^= h >> 16;
+    x[i] = cuda::ptx::from_f32<bfloat16>(float(h) * (2.f / 4294967296.f) - 1.f);
+  }
+}
+__global__ void fill_nan(bfloat16* x, std::size_t n) {
+  for (std::size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x)
+    x[i].bits = 0x7fc0;
+}
+__global__ void count_bad(const bfloat16* x, std::size_t n, unsigned long long* bad) {
+  for (std::size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x)
+    if (!isfinite(cuda::ptx::to_f32(x[i]))) atomicAdd(bad, 1ull);
+}
+
+struct Buffers {
+  bfloat16 *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
+  unsigned long long* bad = nullptr;
+  std::size_t n = 0;
+  explicit Buffers(std::size_t elems) : n(elems) {
+    for (bfloat16** p : {&q, &k, &v, &o}) check(cudaMalloc(p, n * sizeof(bfloat16)), "cudaMalloc");
+    check(cudaMalloc(&bad, sizeof(unsigned long long)), "cudaMalloc");
+    fill_uniform<<<1024, 256>>>(q, n, 1u);
+    fill_uniform<<<1024, 256>>>(k, n, 2u);
+    fill_uniform<<<1024, 256>>>(v, n, 3u);
+    check(cudaDeviceSynchronize(), "fill");
+  }
+  ~Buffers() {
+    for (void* p : {(void*)q, (void*)k, (void*)v, (void*)o, (void*)bad}) cudaFree(p);
+  }
+};
+
+int g_reps = 30;
+std::string g_only;
+
+// Times one variant; `pairs` = allowed (query, key) pairs per head (useful work).
+template <class Variant>
+void bench(const char* name, const Variant& attn, Buffers& buf, index_t B, index_t H, index_t N, index_t D, double pairs) {
+  if (!g_only.empty() && std::string(name).find(g_only) == std::string::npos) return;
+  const auto Q = bhsd<const bfloat16>(buf.q, B, H, N, D), K = bhsd<const bfloat16>(buf.k, B, H, N, D),
+             V = bhsd<const bfloat16>(buf.v, B, H, N, D);
+  const auto O = bhsd(buf.o, B, H, N, D);
+  const std::size_t out_elems = std::size_t(B * H * N * D);
+  fill_nan<<<1024, 256>>>(buf.o, out_elems);
+  cuda::run(attn, Q, K, V, O);  // warm-up + written-output check
+  check(cudaMemset(buf.bad, 0, sizeof(unsigned long long)), "cudaMemset");
+  count_bad<<<1024, 256>>>(buf.o, out_elems, buf.bad);
+  unsigned long long bad = 0;
+  check(cudaMemcpy(&bad, buf.bad, sizeof bad, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  for (int w = 0; w < 3; ++w) cuda::run(attn, Q, K, V, O);
+  cudaEvent_t e0, e1;
+  check(cudaEventCreate(&e0), "event"), check(cudaEventCreate(&e1), "event");
+  std::vector<float> ms;
+  for (int r = 0; r < g_reps; ++r) {
+    check(cudaEventRecord(e0), "record");
+    cuda::run(attn, Q, K, V, O);
+    check(cudaEventRecord(e1), "record");
+    check(cudaEventSynchronize(e1), "sync");
+    float t = 0;
+    check(cudaEventElapsedTime(&t, e0, e1), "elapsed");
+    ms.push_back(t);
+  }
+  cudaEventDestroy(e0), cudaEventDestroy(e1);
+  std::sort(ms.begin(), ms.end());
+  const double med = ms[ms.size() / 2];
+  const double tflops = double(B * H) * pairs * 4.0 * double(D) / (med * 1e-3) / 1e12;
+  std::printf("{\"workload\": \"%s\", \"B\": %lld, \"H\": %lld, \"N\": %lld, \"D\": %lld, \"ms\": %.4f, \"min_ms\": %.4f, "
+              "\"tflops\": %.1f, \"density\": %.4f, \"unwritten_or_nonfinite\": %llu}\n",
+              name, (long long)B, (long long)H, (long long)N, (long long)D, med, ms.front(), tflops,
+              pairs / (double(N) * double(N)), bad);
+  std::fflush(stdout);
+}
+
+// The block-sparse layout shared with compare_torch.py: 128 x 128 blocks, ~11% kept.
+bool block_kept(index_t r, index_t c) { return (r * 73 + c * 151) % 9 == 0; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strncmp(argv[i], "--reps=", 7)) g_reps = std::atoi(argv[i] + 7);
+    else if (!std::strncmp(argv[i], "--only=", 7)) g_only = argv[i] + 7;
+    else {
+      std::fprintf(stderr, "usage: %s [--reps=30] [--only=substring]\n", argv[0]);
+      return 2;
+    }
+  }
+  try {
+    const index_t N = 16384, D = 128, H = 16;
+    Buffers buf(std::size_t(H * N * D));
+    const double dense = double(N) * double(N), causal = double(N) * double(N + 1) / 2;
+    bench("dense N=16384", make_attention(Softmax{}, Full{}), buf, 1, H, N, D, dense);
+    bench("causal N=16384", make_attention(Softmax{}, Causal{}), buf, 1, H, N, D, causal);
+    bench("dense N=4096 D=64", make_attention(Softmax{}, Full{}), buf, 4, H, 4096, 64, 4096.0 * 4096.0);
+    {
+      const index_t W = 1024;
+      double pairs = 0;
+      for (index_t i = 0; i < N; ++i) pairs += double(std::min(i, W) + 1);
+      bench("window 1024 N=16384", make_attention(Softmax{}, SlidingWindow{W, 0}), buf, 1, H, N, D, pairs);
+    }
+    {
+      const index_t nb = N / 128;
+      std::vector<unsigned char> bits(std::size_t(nb * nb));
+      double kept = 0;
+      for (index_t r = 0; r < nb; ++r)
+        for (index_t c = 0; c < nb; ++c) kept += bits[r * nb + c] = block_kept(r, c);
+      unsigned char* dbits = nullptr;
+      check(cudaMalloc(&dbits, bits.size()), "cudaMalloc");
+      check(cudaMemcpy(dbits, bits.data(), bits.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
+      bench("block 11% N=16384", make_attention(Softmax{}, BlockMask{dbits, nb, nb, 128, 128}), buf, 1, H, N, D,
+            kept * 128 * 128);
+      cudaFree(dbits);
+    }
+    bench("nbhd2d 128x128 k13 N=16384", make_attention(Softmax{}, Neighborhood2D{{128, 128}, {13, 13}}), buf, 1, H, N, D,
+          double(N) * 169);
+    bench("sigmoid dense N=16384", make_attention(Sigmoid{}, Full{}), buf, 1, H, N, D, dense);
+    bench("softplus dense N=16384", make_attention(Softplus{}, Full{}), buf, 1, H, N, D, dense);
+    bench("linear causal N=16384 (quadratic form)", make_attention(Linear<EluPlusOne>{}, Causal{}), buf, 1, H, N, D, causal);
+    bench("sigmoid causal N=16384", make_attention(Sigmoid{}, Causal{}), buf, 1, H, N, D, causal);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "attnkit_bench_cuda: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,53 @@
+#pragma once
+// Test helpers bound to the CUDA backend: inputs, outputs and mask data live in managed
+// memory, so the same host-side test code fills them and reads the results.
+#include <attnkit/cuda.hpp>
+
+#include <cstddef>
+#include <new>
+
+#include "../common.hpp"
+
+namespace attnkit::test {
+
+template <class T>
+struct ManagedAllocator {
+  using value_type = T;
+  ManagedAllocator() = default;
+  template <class U>
+  ManagedAllocator(const ManagedAllocator<U>&) {}
+  T* allocate(std::size_t n) {
+    void* p = nullptr;
+    cuda::check(cudaMallocManaged(&p, (n ? n : 1) * sizeof(T)), "cudaMallocManaged");
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, std::size_t) { (void)cudaFree(p); }
+  template <class U>
+  bool operator==(const ManagedAllocator<U>&) const { return true; }
+};
+
+struct CudaBackend {
+  template <class T>
+  using alloc = ManagedAllocator<T>;
+  using mask_store = MaskStoreIn<ManagedAllocator>;
+  template <class Mask>
+  static constexpr bool supports = !is_content_dependent<Mask>();
+  template <class T>
+  static constexpr double tolerance = 1e-2;  // bf16/fp16 operands of the tensor cores, P in 16 bits
+  template <class Variant, class Q, class K, class V, class O>
+  void operator()(const Variant& attn, Q q, K k, V v, O o, const Options& opt) const {
+    cuda::run(attn, q, k, v, o, opt);
+    cuda::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  }
+};
+
+// Every mask the CUDA backend supports, on every standard shape, in bfloat16 and half.
+template <class Score>
+void check_all_masks_cuda(const Score& score) {
+  for (const Shape& s : standard_shapes()) {
+    check_masks_with<bfloat16>(CudaBackend{}, score, s);
+    check_masks_with<half>(CudaBackend{}, score, s);
+  }
+}
+
+}  // namespace attnkit::test

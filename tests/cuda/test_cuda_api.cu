@@ -1,0 +1,113 @@
+// CUDA backend: head dims on the 128 path, output types, modifiers, a user mask, edge cases
+// and input validation.
+#include "support_cuda.hpp"
+
+using namespace attnkit;
+using namespace attnkit::test;
+
+namespace {
+template <class T, class Variant>
+void check(const Variant& attn, const Shape& s, Options opt = {}, Inputs in = {}) {
+  check_variant_on<T>(CudaBackend{}, attn, s, opt, in, 1e-2);
+}
+
+// Causal attention inside packed documents, written once for host and device.
+struct DocumentMask {
+  const int* doc = nullptr;
+  ATTNKIT_HD bool allowed(index_t pos, index_t j) const { return j <= pos && doc[j] == doc[pos]; }
+  ATTNKIT_HD TileKind classify(const TileRect& r) const {
+    if (r.k_lo > r.q_hi - 1) return TileKind::skip;
+    if (doc[r.k_hi - 1] < doc[r.q_lo] || doc[r.k_lo] > doc[r.q_hi - 1]) return TileKind::skip;
+    return TileKind::partial;
+  }
+};
+}  // namespace
+
+TEST_CASE("cuda: head dims 128 and padded 96/80 with long sequences", "[cuda]") {
+  for (const Shape& s : {Shape{1, 4, 2, 300, 300, 128, 128, false, {}}, Shape{2, 2, 1, 257, 513, 96, 80, true, {}},
+                         Shape{1, 2, 2, 130, 129, 128, 64, false, {}}}) {
+    check<bfloat16>(make_attention(Softmax{}, Full{}), s);
+    check<attnkit::half>(make_attention(Softmax{}, Causal{}), s);
+    check<bfloat16>(make_attention(Sigmoid{}, SlidingWindow{70, 10, 2}), s);
+    check<bfloat16>(make_attention(Softplus{}, Causal{}), s);
+    check<attnkit::half>(make_attention(Linear<EluPlusOne>{}, Causal{}), s);
+  }
+}
+
+TEST_CASE("cuda: float output, lse and score modifiers", "[cuda]") {
+  const Shape s{1, 4, 2, 200, 260, 64, 64, true, {}};
+  Tensor<float, ManagedAllocator<float>> slopes_t(Shape{1, 1, 1, 1, 1, 1, 1}, 1, 1, 4);
+  for (int h = 0; h < 4; ++h) slopes_t.data[h] = 0.05f * float(h + 1);
+  std::vector<float, ManagedAllocator<float>> bias(std::size_t(200 * 260));
+  std::normal_distribution<float> n;
+  for (auto& x : bias) x = n(rng());
+  check<bfloat16>(make_attention(Softmax{}, Causal{}, Alibi{slopes_t.data.data()}, SoftCap{20.f}), s);
+  check<attnkit::half>(make_attention(Softmax{}, Full{}, AdditiveBias{bias.data(), 0, 0, 260, 1}), s);
+  check<bfloat16>(make_attention(Softplus{2.f, LengthScale::log_n}, SlidingWindow{40, 40}), s);
+  check<bfloat16>(make_attention(Sigmoid{}, Full{}, ScaleBy{0.5f}), s);
+  // float output
+  Tensor<bfloat16, ManagedAllocator<bfloat16>> q(s, 4, 200, 64), k(s, 2, 260, 64), v(s, 2, 260, 64);
+  Tensor<float, ManagedAllocator<float>> o(s, 4, 200, 64);
+  Tensor<float> ref(s, 4, 200, 64);
+  fill_normal(q), fill_normal(k), fill_normal(v);
+  const auto attn = make_attention(Softmax{}, Causal{});
+  cuda::run(attn, q.cview(), k.cview(), v.cview(), o.view);
+  cuda::check(cudaDeviceSynchronize(), "sync");
+  reference::attention<double>(attn, q.cview(), k.cview(), v.cview(), ref.view, {});
+  REQUIRE(rel_error(o.floats(), ref.floats()) < 1e-2);
+}
+
+TEST_CASE("cuda: a user-defined mask compiles for the device", "[cuda]") {
+  const Shape s{1, 2, 1, 250, 250, 64, 64, false, {}};
+  std::vector<int, ManagedAllocator<int>> doc(250);
+  for (int t = 0; t < 250; ++t) doc[t] = t < 70 ? 0 : t < 71 ? 1 : t < 200 ? 2 : 3;
+  check<bfloat16>(make_attention(Softmax{}, DocumentMask{doc.data()}), s);
+  check<attnkit::half>(make_attention(Sigmoid{}, DocumentMask{doc.data()} & SlidingWindow{30, 0}), s);
+}
+
+TEST_CASE("cuda: empty, single and fully masked rows", "[cuda]") {
+  check<bfloat16>(make_attention(Softmax{}, Causal{}), Shape{1, 2, 1, 1, 1, 64, 64, false, {}});
+  check<bfloat16>(make_attention(Softmax{}, Causal{}), Shape{1, 2, 1, 1, 300, 128, 128, true, {}});
+  // q_offset beyond the keys, Nk < Nq, and rows that see no key at all (output 0, lse -inf)
+  check<bfloat16>(make_attention(Softmax{}, SlidingWindow{5, 0}), Shape{1, 1, 1, 100, 30, 64, 64, false, index_t(100)});
+  check<attnkit::half>(make_attention(Softmax{}, Causal{}), Shape{1, 2, 1, 90, 60, 64, 64, false, {}});
+  const Result<bfloat16> r =
+      run_both_on<bfloat16>(CudaBackend{}, make_attention(Softmax{}, SlidingWindow{0, 0}), Shape{1, 1, 1, 70, 40, 64, 64, false, {}});
+  REQUIRE(all_finite(r.out));
+  for (std::size_t i = 0; i < 30 * 64; ++i) REQUIRE(r.out[i] == 0.f);  // rows 0..29 have position < 0
+  for (std::size_t i = 0; i < 30; ++i) REQUIRE(r.lse[i] == neg_inf);
+  // Nq = 0 and Nk = 0
+  Tensor<bfloat16, ManagedAllocator<bfloat16>> q(Shape{}, 2, 0, 64), k(Shape{}, 1, 0, 64), v(Shape{}, 1, 0, 64),
+      o(Shape{}, 2, 0, 64);
+  REQUIRE_NOTHROW(cuda::run(make_attention(Softmax{}, Full{}), q.cview(), k.cview(), v.cview(), o.view));
+  const Result<attnkit::half> e = run_both_on<attnkit::half>(CudaBackend{}, make_attention(Softmax{}, Full{}), Shape{1, 2, 1, 10, 0, 64, 64});
+  for (float x : e.out) REQUIRE(x == 0.f);
+}
+
+TEST_CASE("cuda: bad input is rejected before the launch", "[cuda]") {
+  const auto attn = make_attention(Softmax{}, Causal{});
+  Tensor<bfloat16, ManagedAllocator<bfloat16>> q(Shape{}, 2, 16, 64), k(Shape{}, 1, 16, 64), v(Shape{}, 1, 16, 64),
+      o(Shape{}, 2, 16, 64);
+  std::vector<bfloat16> host_q(q.data.size());
+  const auto message = [&](auto&& f) {
+    try {
+      f();
+    } catch (const invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("no exception");
+  };
+  CHECK_THAT(message([&] { cuda::run(attn, bhsd<const bfloat16>(host_q.data(), 1, 2, 16, 64), k.cview(), v.cview(), o.view); }),
+             Catch::Contains("'q'") && Catch::Contains("device"));
+  Tensor<bfloat16, ManagedAllocator<bfloat16>> q160(Shape{}, 2, 16, 160), k160(Shape{}, 1, 16, 160);
+  CHECK_THAT(message([&] { cuda::run(attn, q160.cview(), k160.cview(), v.cview(), o.view); }),
+             Catch::Contains("q.shape") && Catch::Contains("128"));
+  CHECK_THAT(message([&] { cuda::run(attn, q.cview(), q.cview(), v.cview(), o.view); }), Catch::Contains("v.shape"));
+  std::vector<float, ManagedAllocator<float>> lse(32);
+  Options opt;
+  opt.lse = rows_bhs(lse.data(), 1, 2, 16);
+  CHECK_THAT(message([&] { cuda::run(make_attention(Sigmoid{}, Causal{}), q.cview(), k.cview(), v.cview(), o.view, opt); }),
+             Catch::Contains("lse"));
+  CHECK_THAT(message([&] { cuda::run(make_attention(Softmax{}, SlidingWindow{-1, 0}), q.cview(), k.cview(), v.cview(), o.view); }),
+             Catch::Contains("mask"));
+}
