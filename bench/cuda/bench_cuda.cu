@@ -136,8 +136,23 @@ int main(int argc, char** argv) {
           double(N) * 169);
     bench("sigmoid dense N=16384", make_attention(Sigmoid{}, Full{}), buf, 1, H, N, D, dense);
     bench("softplus dense N=16384", make_attention(Softplus{}, Full{}), buf, 1, H, N, D, dense);
-    bench("linear causal N=16384 (quadratic form)", make_attention(Linear<EluPlusOne>{}, Causal{}), buf, 1, H, N, D, causal);
+    bench("linear causal N=16384 (chunked)", make_attention(Linear<EluPlusOne>{}, Causal{}), buf, 1, H, N, D, causal);
+    bench("linear causal N=16384 (quadratic form)", make_attention(Linear<EluPlusOne>{}, Causal{} & Full{}), buf, 1, H, N, D,
+          causal);
     bench("sigmoid causal N=16384", make_attention(Sigmoid{}, Causal{}), buf, 1, H, N, D, causal);
+    bench("softplus causal N=16384", make_attention(Softplus{}, Causal{}), buf, 1, H, N, D, causal);
+    {
+      // MoBA: own block (causal inside) + top_k - 1 earlier blocks of 512: exact pair count.
+      double pairs = 0;
+      for (index_t i = 0; i < N; ++i) pairs += double(i % 512 + 1) + double(std::min<index_t>(i / 512, 2) * 512);
+      bench("moba b512 top3 N=16384", make_attention(Softmax{}, MoBA{512, 3}), buf, 1, H, N, D, pairs);
+      // Block top-k: min(12, qb + 1) key blocks of 128 per query block, counted as full blocks
+      // (an upper bound: a chosen diagonal block is half empty), so TFLOP/s is an upper bound too.
+      double bound = 0;
+      for (index_t qb = 0; qb < N / 128; ++qb) bound += double(std::min<index_t>(12, qb + 1)) * 128 * 128;
+      bench("topk-blocks 128 k12 causal N=16384 (work upper bound)", make_attention(Softmax{}, TopKBlocks<Causal>{12, 128, 128}),
+            buf, 1, H, N, D, bound);
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "attnkit_bench_cuda: %s\n", e.what());
     return 1;

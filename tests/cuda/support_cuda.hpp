@@ -31,7 +31,7 @@ struct CudaBackend {
   using alloc = ManagedAllocator<T>;
   using mask_store = MaskStoreIn<ManagedAllocator>;
   template <class Mask>
-  static constexpr bool supports = !is_content_dependent<Mask>();
+  static constexpr bool supports = cuda::supports_mask<Mask>;
   template <class T>
   static constexpr double tolerance = 1e-2;  // bf16/fp16 operands of the tensor cores, P in 16 bits
   template <class Variant, class Q, class K, class V, class O>
@@ -41,7 +41,8 @@ struct CudaBackend {
   }
 };
 
-// Every mask the CUDA backend supports, on every standard shape, in bfloat16 and half.
+// Every mask the CUDA backend supports (all but exact per-key TopK), on every standard shape,
+// in bfloat16 and half.
 template <class Score>
 void check_all_masks_cuda(const Score& score) {
   for (const Shape& s : standard_shapes()) {

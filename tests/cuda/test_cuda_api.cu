@@ -111,3 +111,24 @@ TEST_CASE("cuda: bad input is rejected before the launch", "[cuda]") {
   CHECK_THAT(message([&] { cuda::run(make_attention(Softmax{}, SlidingWindow{-1, 0}), q.cview(), k.cview(), v.cview(), o.view); }),
              Catch::Contains("mask"));
 }
+
+TEST_CASE("cuda: chunked linear attention agrees with the quadratic form and the reference", "[cuda][linear]") {
+  // Causal is chunked; Causal & Full is the same mask through the quadratic kernel.
+  for (const Shape& s : {Shape{1, 2, 1, 200, 200, 64, 33, false, {}}, Shape{2, 4, 2, 130, 300, 128, 128, true, {}},
+                         Shape{1, 2, 2, 90, 60, 32, 16, false, {}}, Shape{1, 1, 1, 70, 50, 16, 24, false, index_t(-20)},
+                         Shape{1, 2, 1, 1, 257, 128, 64, true, {}}}) {
+    check<bfloat16>(make_attention(Linear<EluPlusOne>{}, Causal{}), s);
+    check<bfloat16>(make_attention(Linear<EluPlusOne>{}, Full{}), s);
+    check<attnkit::half>(make_attention(Linear<Relu>{{}, false}, Causal{}), s);
+    Tensor<bfloat16, ManagedAllocator<bfloat16>> q(s, s.Hq, s.Nq, s.D), k(s, s.Hkv, s.Nk, s.D), v(s, s.Hkv, s.Nk, s.Dv);
+    Tensor<float, ManagedAllocator<float>> chunked(s, s.Hq, s.Nq, s.Dv), quadratic(s, s.Hq, s.Nq, s.Dv);
+    fill_normal(q), fill_normal(k), fill_normal(v);
+    Options opt;
+    opt.q_offset = s.q_offset;
+    cuda::run(make_attention(Linear<EluPlusOne>{}, Causal{}), q.cview(), k.cview(), v.cview(), chunked.view, opt);
+    cuda::run(make_attention(Linear<EluPlusOne>{}, Causal{} & Full{}), q.cview(), k.cview(), v.cview(), quadratic.view, opt);
+    cuda::check(cudaDeviceSynchronize(), "sync");
+    INFO(s.str());
+    REQUIRE(rel_error(chunked.floats(), quadratic.floats()) < 1e-2);
+  }
+}

@@ -48,6 +48,7 @@ struct math<xsimd::batch<float, A>> {
   static T log(const T& x) { return xsimd::log(x); }
   static T log1p(const T& x) { return xsimd::log1p(x); }
   static T tanh(const T& x) { return xsimd::tanh(x); }
+  static T sigmoid(const T& x) { return T(1.f) / (T(1.f) + cpu::fast_exp(-x)); }
   static T pow(const T& x, const T& y) { return xsimd::pow(x, y); }
   static T abs(const T& x) { return xsimd::abs(x); }
   static T max(const T& a, const T& b) { return xsimd::max(a, b); }

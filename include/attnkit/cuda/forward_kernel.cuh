@@ -1,7 +1,8 @@
 #pragma once
-// The fused forward kernel (FlashAttention-2 structure) for any score x static mask x mods.
+// The fused forward kernel (FlashAttention-2 structure) for any score x mask x mods
+// (content-dependent masks bind per head to the output of bind.hpp's pre-pass).
 //
-// One CTA owns BM = 128 queries of one (batch, query head); 8 warps own 16 query rows each.
+// One CTA owns BM = 16 x warps queries of one (batch, query head); each warp owns 16 rows.
 // Q stays in registers as mma A-fragments. K and V tiles of BN = 64 keys stream through
 // shared memory with cp.async (the next K tile loads while the current tile's weights are
 // computed, the next V tile while P*V runs). Shared tiles are XOR-swizzled in 16-byte chunks
@@ -18,17 +19,20 @@
 #include "../mask/concepts.hpp"
 #include "../mods/concepts.hpp"
 #include "../score/concepts.hpp"
+#include "../score/softmax.hpp"
+#include "bind.hpp"
 #include "ptx.hpp"
 
 namespace attnkit::cuda::detail {
 
 // Tile shape of the forward kernel for a padded head dim HD (64 or 128) covering D and Dv.
-template <int HD_>
+template <int HD_, int Warps = 4>
 struct ForwardTiles {
   static constexpr int HD = HD_;
-  static constexpr int BM = 128, BN = 64, warps = 8, threads = warps * 32;
+  static constexpr int warps = Warps, BM = 16 * warps, BN = 64, threads = warps * 32;
   static_assert(BN / 8 * 4 == 32, "the partial-tile mask bits fill one 32-bit word");
   static constexpr int chunks = HD / 8;  // 16-byte chunks per shared row
+  static constexpr int min_blocks = 8 / warps;  // 8 warps per SM: two CTAs of 4 interleave their phases
   static constexpr int smem_bytes = (BM + 2 * BN) * HD * 2;
   static_assert(HD % 64 == 0, "the swizzle needs at least 8 chunks of 16 bytes per row");
 };
@@ -52,6 +56,7 @@ struct ForwardArgs {
   ProblemInfo p;
   Variant attn;
   Score score;  // resolved
+  typename DeviceBinder<typename Variant::mask_type>::Data bind;  // content-dependent masks: pre-pass output
   bool vec;         // 16-byte aligned rows: cp.async path
   bool count_rows;  // the score needs each row's allowed-key count
 };
@@ -82,14 +87,15 @@ __device__ __forceinline__ void load_tile(T* smem, const T* head, std::int64_t r
 }
 
 template <class Tiles, class Variant, class Score, class T, class TO>
-__global__ void __launch_bounds__(Tiles::threads, 1) forward_kernel(const ForwardArgs<Variant, Score, T, TO> a) {
+__global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_kernel(const ForwardArgs<Variant, Score, T, TO> a) {
   constexpr int HD = Tiles::HD, BM = Tiles::BM, BN = Tiles::BN, NT = Tiles::threads;
   constexpr int KS = HD / 16;   // k-steps of Q K^T
   constexpr int SN = BN / 8;    // n-tiles of S per warp
   constexpr int ON = HD / 8;    // n-tiles of O per warp
   constexpr bool linear = is_linear_score<Score>();
   constexpr bool tracks_max = Score::tracks_max;
-  using MaskT = typename Variant::mask_type;
+  constexpr bool base2 = std::is_same_v<Score, Softmax>;  // exp2 with log2(e) folded into the scale
+  constexpr float logit_unit = base2 ? 1.4426950408889634f : 1.f;
 
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
@@ -97,11 +103,16 @@ __global__ void __launch_bounds__(Tiles::threads, 1) forward_kernel(const Forwar
   T* sV = sK + BN * HD;
 
   const ProblemInfo& p = a.p;
+  const float scale_unit = p.scale * logit_unit;
   const int qtile = int(gridDim.x - 1 - blockIdx.x);  // longest (causal) tiles first
   const int h = blockIdx.y, b = blockIdx.z, hk = int(h / p.group());
   const int i0 = qtile * BM;
   const int Nq = int(p.Nq), Nk = int(p.Nk), D = int(p.D), Dv = int(p.Dv);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+
+  // This head's mask: content-dependent masks bind to the pre-pass selection.
+  const auto mask = DeviceBinder<typename Variant::mask_type>::bind(a.attn.mask, a.bind, p, b, h, hk);
+  using MaskT = std::remove_cv_t<decltype(mask)>;
 
   const T* qh = a.q + b * a.qs[0] + h * a.qs[1];
   const T* kh = a.k + b * a.ks[0] + hk * a.ks[1];
@@ -110,12 +121,12 @@ __global__ void __launch_bounds__(Tiles::threads, 1) forward_kernel(const Forwar
   // Key tiles this query tile may touch.
   const int rows_here = min(BM, Nq - i0);
   const index_t pos_lo = p.pos(i0), pos_hi = p.pos(i0 + rows_here);
-  const KeyBounds kb = mask_key_bounds(a.attn.mask, pos_lo, pos_hi, p.Nk);
+  const KeyBounds kb = mask_key_bounds(mask, pos_lo, pos_hi, p.Nk);
   const int k_begin = int(kb.lo > p.key_begin ? kb.lo : p.key_begin), k_end = int(kb.hi < p.key_end ? kb.hi : p.key_end);
   const int kt_end = k_begin < k_end ? (k_end + BN - 1) / BN : 0;
   auto tile_kind = [&](int kt) {
     const int j0 = kt * BN, j1 = min(j0 + BN, Nk);
-    const TileKind c = mask_classify(a.attn.mask, TileRect{pos_lo, pos_hi, j0, j1});
+    const TileKind c = mask_classify(mask, TileRect{pos_lo, pos_hi, j0, j1});
     if (c == TileKind::full && (j0 < k_begin || j0 + BN > k_end)) return TileKind::partial;
     return c;
   };
@@ -160,19 +171,24 @@ __global__ void __launch_bounds__(Tiles::threads, 1) forward_kernel(const Forwar
     row_ok[r] = row_i[r] < Nq;
   }
 
+  // The mask bound to each row (hoists per-row work such as a neighborhood's window).
+  using RowMask = decltype(mask_row(mask, index_t(0)));
+  RowMask row_mask[2] = {mask_row(mask, row_ok[0] ? row_pos[0] : pos_lo),
+                         mask_row(mask, row_ok[1] ? row_pos[1] : pos_lo)};
+
   // Length-scaled scores: the number of keys each row may attend, over all keys.
   float lambda[2] = {1.f, 1.f};
   if (a.count_rows) {
     float cnt[2] = {0.f, 0.f};
     for (int c = 0; c < kt_end; ++c) {
-      const TileKind kind = mask_classify(a.attn.mask, TileRect{pos_lo, pos_hi, c * BN, min(c * BN + BN, Nk)});
+      const TileKind kind = mask_classify(mask, TileRect{pos_lo, pos_hi, c * BN, min(c * BN + BN, Nk)});
       if (kind == TileKind::skip) continue;
       for (int e = 0; e < 2 * SN; ++e) {
         const int j = c * BN + (e / 2) * 8 + 2 * t + (e & 1);
         if (j >= Nk) continue;
 #pragma unroll
         for (int r = 0; r < 2; ++r)
-          if (row_ok[r] && (kind == TileKind::full || a.attn.mask.allowed(row_pos[r], j))) cnt[r] += 1.f;
+          if (row_ok[r] && (kind == TileKind::full || row_mask[r].allowed(j))) cnt[r] += 1.f;
       }
     }
 #pragma unroll
@@ -229,35 +245,39 @@ __global__ void __launch_bounds__(Tiles::threads, 1) forward_kernel(const Forwar
     if constexpr (!LogitMask<MaskT>) {
       if (kind != TileKind::full) {
         allow = 0;
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
 #pragma unroll 1
-        for (int idx = 0; idx < 4 * SN; ++idx) {
-          const int r = (idx & 3) / 2, j = j0 + (idx / 4) * 8 + 2 * t + (idx & 1);
-          const bool ok = row_ok[r] && j >= k_begin && j < k_end && a.attn.mask.allowed(row_pos[r], j);
-          allow |= std::uint32_t(ok) << idx;
+          for (int c = 0; c < 2 * SN; ++c) {  // key n * 8 + 2t + (c & 1) with n = c / 2
+            const int j = j0 + (c / 2) * 8 + 2 * t + (c & 1);
+            const bool ok = row_ok[r] && j >= k_begin && j < k_end && row_mask[r].allowed(j);
+            allow |= std::uint32_t(ok) << (4 * (c / 2) + 2 * r + (c & 1));
+          }
         }
       }
     }
-    // Logits -> weights. valid: the mask allows the pair and the logit is not dropped.
-    bool valid[SN][4];
+    // Logits; a pair the mask rejects (or a NaN logit, see sanitize_logit) becomes -inf.
+    // Softmax runs in base 2: x = s * scale * log2(e), weights exp2(x - m).
 #pragma unroll
     for (int n = 0; n < SN; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = e / 2, j = j0 + n * 8 + 2 * t + (e & 1);
         float x = s[n][e];
-        bool ok = (allow >> (4 * n + e)) & 1u;
         if constexpr (!linear) {
-          x *= p.scale;
-          if constexpr (Variant::has_mods) x = a.attn.template modify<float>(x, LogitCoord{b, h, row_i[r], row_pos[r], j});
+          if constexpr (Variant::has_mods) {
+            x = a.attn.template modify<float>(x * p.scale, LogitCoord{b, h, row_i[r], row_pos[r], j}) * logit_unit;
+          } else {
+            x *= scale_unit;
+          }
           x = sanitize_logit(x);
-          ok = ok && x != neg_inf;
         }
+        bool ok = (allow >> (4 * n + e)) & 1u;
         if constexpr (LogitMask<MaskT>) {
           if (kind != TileKind::full)
-            ok = ok && row_ok[r] && j >= k_begin && j < k_end && mask_allows(a.attn.mask, row_pos[r], j, x);
+            ok = ok && row_ok[r] && j >= k_begin && j < k_end && mask_allows(mask, row_pos[r], j, x / logit_unit);
         }
-        s[n][e] = x;
-        valid[n][e] = ok;
+        s[n][e] = ok ? x : neg_inf;
       }
 
     float alpha[2] = {1.f, 1.f}, m_use[2] = {0.f, 0.f};
@@ -266,14 +286,12 @@ __global__ void __launch_bounds__(Tiles::threads, 1) forward_kernel(const Forwar
       for (int r = 0; r < 2; ++r) {
         float mx = m[r];
 #pragma unroll
-        for (int n = 0; n < SN; ++n) {
-          if (valid[n][2 * r]) mx = fmaxf(mx, s[n][2 * r]);
-          if (valid[n][2 * r + 1]) mx = fmaxf(mx, s[n][2 * r + 1]);
-        }
+        for (int n = 0; n < SN; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         m_use[r] = mx == neg_inf ? 0.f : mx;
-        alpha[r] = m[r] == neg_inf ? 0.f : a.score.weight(m[r], m_use[r], 1.f);
+        if constexpr (base2) alpha[r] = exp2f(m[r] - m_use[r]);  // m = -inf: 0
+        else alpha[r] = m[r] == neg_inf ? 0.f : a.score.weight(m[r], m_use[r], 1.f);
         m[r] = mx;
       }
     }
@@ -286,7 +304,8 @@ __global__ void __launch_bounds__(Tiles::threads, 1) forward_kernel(const Forwar
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = e / 2;
-        w[e] = valid[n][e] ? a.score.weight(s[n][e], m_use[r], lambda[r]) : 0.f;
+        if constexpr (base2) w[e] = exp2f(s[n][e] - m_use[r]);  // -inf: 0
+        else w[e] = s[n][e] == neg_inf ? 0.f : a.score.weight(s[n][e], m_use[r], lambda[r]);
         l[r] += w[e];
       }
       pf[n / 2][(n & 1) * 2 + 0] = ptx::pack2<T>(w[0], w[1]);
@@ -339,7 +358,7 @@ __global__ void __launch_bounds__(Tiles::threads, 1) forward_kernel(const Forwar
     if constexpr (score_has_lse<Score>()) {
       if (a.lse && t == 0)
         a.lse[b * a.lse_s[0] + h * a.lse_s[1] + std::int64_t(row_i[r]) * a.lse_s[2]] =
-            l[r] > 0.f ? m[r] + math<float>::log(l[r]) : neg_inf;
+            l[r] > 0.f ? m[r] / logit_unit + math<float>::log(l[r]) : neg_inf;
     }
   }
 }

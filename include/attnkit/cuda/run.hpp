@@ -13,24 +13,17 @@
 #include "../core/error.hpp"
 #include "../core/problem.hpp"
 #include "../core/tensor.hpp"
+#include "../mask/full.hpp"
+#include "../mask/sliding_window.hpp"
+#include "../score/concepts.hpp"
 #include "error.hpp"
+#include "bind.hpp"
 #include "forward_kernel.cuh"
+#include "linear_chunked.cuh"
 
 namespace attnkit::cuda {
 
 namespace detail {
-
-inline void require_device_memory(const void* ptr, const char* name) {
-  if (ptr == nullptr) return;  // empty tensors; make_problem rejects null non-empty ones
-  cudaPointerAttributes at{};
-  const cudaError_t e = cudaPointerGetAttributes(&at, ptr);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();  // clear the sticky-free error state
-    throw cuda_error(e, std::string("cudaPointerGetAttributes(") + name + ")");
-  }
-  require(at.type == cudaMemoryTypeDevice || at.type == cudaMemoryTypeManaged, name,
-          "must point to device or managed memory for the CUDA backend");
-}
 
 template <class T>
 bool rows_16byte_aligned(const TensorView<T>& t) {
@@ -65,9 +58,9 @@ void run(const Variant& attn, TensorView<TQ> q, TensorView<TK> k, TensorView<TV>
                 "attnkit::cuda::run: q, k and v must be attnkit::half or attnkit::bfloat16 (tensor-core inputs)");
   static_assert(std::is_same_v<TO, float> || std::is_same_v<TO, half> || std::is_same_v<TO, bfloat16>,
                 "attnkit::cuda::run: the output must be float, half or bfloat16");
-  static_assert(!is_content_dependent<MaskT>(),
-                "attnkit::cuda::run: content-dependent masks (top-k, routing) are not supported by the CUDA "
-                "backend yet");
+  static_assert(supports_mask<MaskT>,
+                "attnkit::cuda::run: exact per-key TopK is not supported by the CUDA backend (use TopKBlocks, MoBA "
+                "or ClusterRouting, or the CPU backend)");
 
   const TensorView<const T> cq = q, ck = k, cv = v;
   const ProblemInfo p = make_problem(cq, ck, cv, o, opt);
@@ -79,11 +72,32 @@ void run(const Variant& attn, TensorView<TQ> q, TensorView<TK> k, TensorView<TV>
   require(p.Nq < (index_t(1) << 31) && p.Nk < (index_t(1) << 31), "q.shape", "sequence lengths must be below 2^31");
   require(p.B <= 65535 && p.Hq <= 65535, "q.shape", "batch and head counts must be at most 65535");
   if (p.empty()) return;
-  detail::require_device_memory(q.data, "q");
-  detail::require_device_memory(k.data, "k");
-  detail::require_device_memory(v.data, "v");
-  detail::require_device_memory(o.data, "o");
-  detail::require_device_memory(opt.lse.data, "lse");
+  require_device_memory(q.data, "q");
+  require_device_memory(k.data, "k");
+  require_device_memory(v.data, "v");
+  require_device_memory(o.data, "o");
+  require_device_memory(opt.lse.data, "lse");
+
+  // Linear attention under a full or causal mask over all keys: the chunked O(N D Dv) form.
+  constexpr bool chunkable = is_linear_score<Score>() && (std::is_same_v<MaskT, Full> || std::is_same_v<MaskT, Causal>);
+  if constexpr (chunkable) {
+    if (p.key_begin == 0 && p.key_end == p.Nk) {
+      using L = detail::LinearChunkTiles;
+      detail::LinearArgs<Score, T, TO> la{};
+      la.q = cq.data, la.k = ck.data, la.v = cv.data, la.o = o.data;
+      for (int d = 0; d < 3; ++d) la.qs[d] = q.stride[d], la.ks[d] = k.stride[d], la.vs[d] = v.stride[d], la.os[d] = o.stride[d];
+      la.p = p;
+      la.score = score;
+      la.causal = std::is_same_v<MaskT, Causal>;
+      const auto kernel = detail::linear_chunked_kernel<Score, T, TO>;
+      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::smem_bytes),
+            "cudaFuncSetAttribute(linear_chunked_kernel)");
+      const dim3 grid(unsigned((p.Dv + L::DVS - 1) / L::DVS), unsigned(p.Hq), unsigned(p.B));
+      kernel<<<grid, L::threads, L::smem_bytes, stream>>>(la);
+      check(cudaGetLastError(), "linear_chunked_kernel launch");
+      return;
+    }
+  }
 
   detail::ForwardArgs<Variant, Score, T, TO> args{};
   args.q = cq.data, args.k = ck.data, args.v = cv.data, args.o = o.data;
@@ -96,9 +110,13 @@ void run(const Variant& attn, TensorView<TQ> q, TensorView<TK> k, TensorView<TV>
   args.attn = attn;
   args.score = score;
   args.count_rows = score_needs_row_count(score);
+  detail::PrepassInputs<T> pre{cq.data, ck.data, {q.stride[0], q.stride[1], q.stride[2]},
+                               {k.stride[0], k.stride[1], k.stride[2]}, p};
+  detail::Workspace workspace(stream);  // freed stream-ordered after the launch
+  args.bind = detail::DeviceBinder<MaskT>::prepare(attn.mask, pre, workspace, stream);
   args.vec = detail::rows_16byte_aligned(cq) && detail::rows_16byte_aligned(ck) && detail::rows_16byte_aligned(cv);
-  if (std::max(p.D, p.Dv) <= 64) detail::launch_forward<detail::ForwardTiles<64>>(args, stream);
-  else detail::launch_forward<detail::ForwardTiles<128>>(args, stream);
+  if (std::max(p.D, p.Dv) <= 64) detail::launch_forward<detail::ForwardTiles<64, 4>>(args, stream);  // measured: 4 warps x 2 CTAs best at D=64
+  else detail::launch_forward<detail::ForwardTiles<128, 8>>(args, stream);  // 8 warps x 1 CTA best at D=128
 }
 
 }  // namespace attnkit::cuda

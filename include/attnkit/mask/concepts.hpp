@@ -73,6 +73,21 @@ ATTNKIT_HD bool mask_allows(const M& m, index_t qpos, index_t j, float s) {
   else return m.allowed(qpos, j);
 }
 
+// A mask seen from one query row. Backends that test many keys of the same row (the GPU
+// kernel's partial tiles) bind it once per row; masks may provide `row(pos)` returning an
+// object with `allowed(j)` that hoists the per-row work (a neighborhood's window).
+template <class M>
+struct RowOf {
+  M mask;  // by value: masks are small, and a pointer would pin a kernel argument to memory
+  index_t pos;
+  ATTNKIT_HD bool allowed(index_t j) const { return mask.allowed(pos, j); }
+};
+template <class M>
+ATTNKIT_HD auto mask_row(const M& m, index_t pos) {
+  if constexpr (requires { m.row(pos); }) return m.row(pos);
+  else return RowOf<M>{m, pos};
+}
+
 template <class M>
 void mask_validate(const M& m, const ProblemInfo& p) {
   if constexpr (requires { m.validate(p); }) m.validate(p);

@@ -71,50 +71,90 @@ struct Neighborhood {
     return true;
   }
 
+  // One query's window, for testing many keys: per axis the sub-grid group and the window
+  // [start, end) in sub-grid coordinates, in 32-bit arithmetic where the grid allows it.
+  template <class I>
+  struct Row {
+    I grid[Rank], dilation[Rank], group[Rank], start[Rank], end[Rank];
+    ATTNKIT_HD bool allowed(index_t j_) const {
+      I j = I(j_);
+      for (int a = Rank - 1; a >= 0; --a) {
+        const I y = j % grid[a];
+        j /= grid[a];
+        if (dilation[a] == 1) {
+          if (y < start[a] || y >= end[a]) return false;
+        } else if (y % dilation[a] != group[a] || y / dilation[a] < start[a] || y / dilation[a] >= end[a]) {
+          return false;
+        }
+      }
+      return true;
+    }
+  };
+  ATTNKIT_HD auto row(index_t pos) const {
+    Row<int> r{};  // the CUDA backend bounds sequence lengths below 2^31; the CPU does not use rows
+    for (int a = 0; a < Rank; ++a) {
+      const AxisWindow w = window(a, coord(pos, a));
+      r.grid[a] = int(grid[a]), r.dilation[a] = int(dilation[a]);
+      r.group[a] = int(w.group), r.start[a] = int(w.start), r.end[a] = int(w.end);
+    }
+    return r;
+  }
+
   // --- tile classification: exact for dilation 1, conservative (never 'full') otherwise ---
   struct Box {
     index_t lo[Rank], hi[Rank];
   };
   static constexpr int max_boxes = 2 * Rank;
 
-  // Splits the linear range [lo, hi) into at most 2*Rank-1 axis-aligned boxes.
+  // Splits the linear range [lo, hi) into at most 2*Rank-1 axis-aligned boxes. Iterative
+  // with a bounded work list (no recursion: device code gets a static stack size).
   ATTNKIT_HD void decompose(index_t lo, index_t hi, int axis, Box prefix, Box* out, int& n) const {
-    if (lo >= hi) return;
-    if (axis == Rank - 1) {
-      prefix.lo[axis] = lo;
-      prefix.hi[axis] = hi;
-      out[n++] = prefix;
-      return;
-    }
-    index_t inner = 1;
-    for (int b = axis + 1; b < Rank; ++b) inner *= grid[b];
-    index_t a = lo / inner;
-    const index_t last = (hi - 1) / inner;
-    if (a == last) {
-      prefix.lo[axis] = a;
-      prefix.hi[axis] = a + 1;
-      decompose(lo - a * inner, hi - a * inner, axis + 1, prefix, out, n);
-      return;
-    }
-    if (lo % inner != 0) {
-      prefix.lo[axis] = a;
-      prefix.hi[axis] = a + 1;
-      decompose(lo - a * inner, inner, axis + 1, prefix, out, n);
-      ++a;
-    }
-    const bool last_partial = hi % inner != 0;
-    const index_t full_end = last_partial ? last : last + 1;
-    if (a < full_end) {
-      Box b = prefix;
-      b.lo[axis] = a;
-      b.hi[axis] = full_end;
-      for (int c = axis + 1; c < Rank; ++c) b.lo[c] = 0, b.hi[c] = grid[c];
-      out[n++] = b;
-    }
-    if (last_partial) {
-      prefix.lo[axis] = last;
-      prefix.hi[axis] = last + 1;
-      decompose(0, hi - last * inner, axis + 1, prefix, out, n);
+    struct Work {
+      index_t lo, hi;
+      int axis;
+      Box prefix;
+    };
+    Work todo[2 * Rank];
+    int top = 0;
+    todo[top++] = {lo, hi, axis, prefix};
+    while (top > 0) {
+      Work w = todo[--top];
+      if (w.lo >= w.hi) continue;
+      if (w.axis == Rank - 1) {
+        w.prefix.lo[w.axis] = w.lo;
+        w.prefix.hi[w.axis] = w.hi;
+        out[n++] = w.prefix;
+        continue;
+      }
+      index_t inner = 1;
+      for (int b = w.axis + 1; b < Rank; ++b) inner *= grid[b];
+      index_t a = w.lo / inner;
+      const index_t last = (w.hi - 1) / inner;
+      Box p = w.prefix;
+      if (a == last) {
+        p.lo[w.axis] = a, p.hi[w.axis] = a + 1;
+        todo[top++] = {w.lo - a * inner, w.hi - a * inner, w.axis + 1, p};
+        continue;
+      }
+      const bool last_partial = w.hi % inner != 0;
+      if (last_partial) {  // pushed first: handled after the boxes before it
+        Box q = w.prefix;
+        q.lo[w.axis] = last, q.hi[w.axis] = last + 1;
+        todo[top++] = {0, w.hi - last * inner, w.axis + 1, q};
+      }
+      const bool first_partial = w.lo % inner != 0;
+      const index_t full_begin = first_partial ? a + 1 : a;
+      const index_t full_end = last_partial ? last : last + 1;
+      if (full_begin < full_end) {
+        Box b = w.prefix;
+        b.lo[w.axis] = full_begin, b.hi[w.axis] = full_end;
+        for (int c = w.axis + 1; c < Rank; ++c) b.lo[c] = 0, b.hi[c] = grid[c];
+        out[n++] = b;
+      }
+      if (first_partial) {
+        p.lo[w.axis] = a, p.hi[w.axis] = a + 1;
+        todo[top++] = {w.lo - a * inner, inner, w.axis + 1, p};
+      }
     }
   }
 

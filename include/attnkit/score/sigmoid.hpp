@@ -26,7 +26,7 @@ struct Sigmoid {
   }
   template <class T>
   ATTNKIT_HD T weight(T s, T /*m*/, T /*row_scale*/) const {
-    return T(1) / (T(1) + math<T>::exp(-(s + T(bias))));
+    return math<T>::sigmoid(s + T(bias));
   }
   template <class T>
   ATTNKIT_HD T finalize_factor(T /*m*/, T /*l*/) const {
