@@ -13,6 +13,7 @@
 //   O += P V                 (P re-packed from the S accumulators into A-fragments)
 // Tiles the mask classifies as skip are never loaded.
 #include <cstdint>
+#include <type_traits>
 
 #include "../core/math.hpp"
 #include "../core/problem.hpp"
@@ -257,28 +258,35 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
       }
     }
     // Logits; a pair the mask rejects (or a NaN logit, see sanitize_logit) becomes -inf.
-    // Softmax runs in base 2: x = s * scale * log2(e), weights exp2(x - m).
+    // Softmax runs in base 2: x = s * scale * log2(e), weights exp2(x - m). Full tiles take
+    // a copy of the loop without the per-element mask test (the elementwise work competes
+    // with the tensor cores for issue slots).
+    const auto logits = [&](auto full_tile) {
 #pragma unroll
-    for (int n = 0; n < SN; ++n)
+      for (int n = 0; n < SN; ++n)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int r = e / 2, j = j0 + n * 8 + 2 * t + (e & 1);
-        float x = s[n][e];
-        if constexpr (!linear) {
-          if constexpr (Variant::has_mods) {
-            x = a.attn.template modify<float>(x * p.scale, LogitCoord{b, h, row_i[r], row_pos[r], j}) * logit_unit;
-          } else {
-            x *= scale_unit;
+        for (int e = 0; e < 4; ++e) {
+          const int r = e / 2, j = j0 + n * 8 + 2 * t + (e & 1);
+          float x = s[n][e];
+          if constexpr (!linear) {
+            if constexpr (Variant::has_mods) {
+              x = a.attn.template modify<float>(x * p.scale, LogitCoord{b, h, row_i[r], row_pos[r], j}) * logit_unit;
+            } else {
+              x *= scale_unit;
+            }
+            x = sanitize_logit(x);
           }
-          x = sanitize_logit(x);
+          if constexpr (!decltype(full_tile)::value) {
+            bool ok = (allow >> (4 * n + e)) & 1u;
+            if constexpr (LogitMask<MaskT>)
+              ok = ok && row_ok[r] && j >= k_begin && j < k_end && mask_allows(mask, row_pos[r], j, x / logit_unit);
+            x = ok ? x : neg_inf;
+          }
+          s[n][e] = x;
         }
-        bool ok = (allow >> (4 * n + e)) & 1u;
-        if constexpr (LogitMask<MaskT>) {
-          if (kind != TileKind::full)
-            ok = ok && row_ok[r] && j >= k_begin && j < k_end && mask_allows(mask, row_pos[r], j, x / logit_unit);
-        }
-        s[n][e] = ok ? x : neg_inf;
-      }
+    };
+    if (kind == TileKind::full) logits(std::true_type{});
+    else logits(std::false_type{});
 
     float alpha[2] = {1.f, 1.f}, m_use[2] = {0.f, 0.f};
     if constexpr (tracks_max) {
