@@ -60,6 +60,7 @@ struct ForwardArgs {
   typename DeviceBinder<typename Variant::mask_type>::Data bind;  // content-dependent masks: pre-pass output
   bool vec;         // 16-byte aligned rows: cp.async path
   bool count_rows;  // the score needs each row's allowed-key count
+  int cached_tiles; // key-tile classes kept in shared memory (bytes after the tiles)
 };
 
 // Loads rows [row0, row0 + R) x [0, HD) of a strided head into a swizzled shared tile; rows
@@ -125,19 +126,29 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   const KeyBounds kb = mask_key_bounds(mask, pos_lo, pos_hi, p.Nk);
   const int k_begin = int(kb.lo > p.key_begin ? kb.lo : p.key_begin), k_end = int(kb.hi < p.key_end ? kb.hi : p.key_end);
   const int kt_end = k_begin < k_end ? (k_end + BN - 1) / BN : 0;
-  auto tile_kind = [&](int kt) {
+  auto classify_tile = [&](int kt) {
     const int j0 = kt * BN, j1 = min(j0 + BN, Nk);
     const TileKind c = mask_classify(mask, TileRect{pos_lo, pos_hi, j0, j1});
     if (c == TileKind::full && (j0 < k_begin || j0 + BN > k_end)) return TileKind::partial;
     return c;
   };
+  // Classify every key tile once, in parallel (a block mask's classify is a dependent global
+  // load: done one after another they would stall the tile loop), into shared memory.
+  const int kt_first = k_begin / BN;
+  unsigned char* kinds = smem_raw + Tiles::smem_bytes;
+  const bool cached = kt_end - kt_first <= a.cached_tiles;
+  if (cached) {
+    for (int c = kt_first + int(threadIdx.x); c < kt_end; c += NT) kinds[c - kt_first] = (unsigned char)classify_tile(c);
+    __syncthreads();
+  }
+  auto tile_kind = [&](int kt) { return cached ? TileKind(kinds[kt - kt_first]) : classify_tile(kt); };
   auto next_tile = [&](int kt) {  // first tile >= kt that is not skipped
     while (kt < kt_end && tile_kind(kt) == TileKind::skip) ++kt;
     return kt;
   };
 
   // ---- prologue: Q and the first K tile, then the first V tile
-  int kt = next_tile(k_begin / BN);
+  int kt = next_tile(kt_first);
   load_tile<HD, BM, NT>(sQ, qh, a.qs[2], i0, Nq, D, a.vec);
   if (kt < kt_end) load_tile<HD, BN, NT>(sK, kh, a.ks[2], kt * BN, Nk, D, a.vec);
   ptx::cp_async_commit();
@@ -181,7 +192,8 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   float lambda[2] = {1.f, 1.f};
   if (a.count_rows) {
     float cnt[2] = {0.f, 0.f};
-    for (int c = 0; c < kt_end; ++c) {
+    // all keys the mask may allow, whatever key range this call attends
+    for (int c = int(kb.lo / BN); c < int((kb.hi + BN - 1) / BN); ++c) {
       const TileKind kind = mask_classify(mask, TileRect{pos_lo, pos_hi, c * BN, min(c * BN + BN, Nk)});
       if (kind == TileKind::skip) continue;
       for (int e = 0; e < 2 * SN; ++e) {
@@ -266,11 +278,13 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
       for (int n = 0; n < SN; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int r = e / 2, j = j0 + n * 8 + 2 * t + (e & 1);
+          [[maybe_unused]] const int r = e / 2, j = j0 + n * 8 + 2 * t + (e & 1);  // mods and logit masks
           float x = s[n][e];
           if constexpr (!linear) {
-            if constexpr (Variant::has_mods) {
-              x = a.attn.template modify<float>(x * p.scale, LogitCoord{b, h, row_i[r], row_pos[r], j}) * logit_unit;
+            if constexpr (Variant::has_mods) {  // only on real pairs: modifiers may index caller arrays
+              x = row_ok[r] && j < Nk
+                      ? a.attn.template modify<float>(x * p.scale, LogitCoord{b, h, row_i[r], row_pos[r], j}) * logit_unit
+                      : neg_inf;
             } else {
               x *= scale_unit;
             }

@@ -73,12 +73,14 @@ __global__ void __launch_bounds__(LinearChunkTiles::threads) linear_chunked_kern
       const index_t pos = p.pos(i0 + r);
       float num = 0.f, den = 0.f;
       if (pos >= 0) {
+#pragma unroll 8
         for (int d = 0; d < D; ++d) {
           num = fmaf(sQ[r * LD + d], sS[d * DVS + c], num);
           den = fmaf(sQ[r * LD + d], sz[d], den);
         }
         if (intra) {
           const int last = int(pos - j0);  // keys j0 .. pos of this chunk
+#pragma unroll 8
           for (int jj = 0; jj <= last && jj < C; ++jj) {
             num = fmaf(sA[r * C + jj], sV[jj * DVS + c], num);
             den += sA[r * C + jj];
@@ -111,6 +113,7 @@ __global__ void __launch_bounds__(LinearChunkTiles::threads) linear_chunked_kern
         const int r = e / C, jj = e % C;
         float s = 0.f;
         if (r < nq && jj < nk)
+#pragma unroll 8
           for (int d = 0; d < D; ++d) s = fmaf(sQ[r * LD + d], sK[jj * LD + d], s);
         sA[e] = s;
       }
@@ -122,6 +125,7 @@ __global__ void __launch_bounds__(LinearChunkTiles::threads) linear_chunked_kern
     for (int e = tid; e < D * DVS; e += NT) {
       const int d = e / DVS, c = e % DVS;
       float acc = sS[d * DVS + c];
+#pragma unroll 8
       for (int jj = 0; jj < nk; ++jj) acc = fmaf(sK[jj * LD + d], sV[jj * DVS + c], acc);
       sS[d * DVS + c] = acc;
     }
@@ -145,6 +149,7 @@ __global__ void __launch_bounds__(LinearChunkTiles::threads) linear_chunked_kern
       if (a.causal && pos >= 0 && pos < Nk) continue;
       float num = 0.f, den = 0.f;
       if (!a.causal || pos >= 0) {
+#pragma unroll 8
         for (int d = 0; d < D; ++d) {
           num = fmaf(sQ[r * LD + d], sS[d * DVS + c], num);
           den = fmaf(sQ[r * LD + d], sz[d], den);

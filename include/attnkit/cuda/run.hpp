@@ -34,10 +34,15 @@ bool rows_16byte_aligned(const TensorView<T>& t) {
 template <class Tiles, class Variant, class Score, class T, class TO>
 void launch_forward(const ForwardArgs<Variant, Score, T, TO>& args, cudaStream_t stream) {
   const auto kernel = forward_kernel<Tiles, Variant, Score, T, TO>;
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tiles::smem_bytes),
+  // Tile classes of up to 16384 key tiles (1M keys) live in shared memory after the tiles.
+  auto a = args;
+  const std::int64_t n_tiles = (a.p.Nk + Tiles::BN - 1) / Tiles::BN;
+  a.cached_tiles = int(n_tiles <= 16384 ? n_tiles : 0);
+  const int smem = Tiles::smem_bytes + (a.cached_tiles + 15) / 16 * 16;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
         "cudaFuncSetAttribute(forward_kernel)");
-  const dim3 grid(unsigned((args.p.Nq + Tiles::BM - 1) / Tiles::BM), unsigned(args.p.Hq), unsigned(args.p.B));
-  kernel<<<grid, Tiles::threads, Tiles::smem_bytes, stream>>>(args);
+  const dim3 grid(unsigned((a.p.Nq + Tiles::BM - 1) / Tiles::BM), unsigned(a.p.Hq), unsigned(a.p.B));
+  kernel<<<grid, Tiles::threads, smem, stream>>>(a);
   check(cudaGetLastError(), "forward_kernel launch");
 }
 
