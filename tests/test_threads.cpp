@@ -55,3 +55,25 @@ TEST_CASE("concurrent calls of different variants equal serial calls", "[threads
   for (auto& t : threads) t.join();
   for (int i = 0; i < 8; ++i) REQUIRE(serial[i] == parallel[i]);
 }
+
+TEST_CASE("an engine's worker reused across calls never sees the previous call's keys", "[threads]") {
+  // Linear attention caches phi(K) and V of a head in the worker, and an engine keeps one
+  // worker per thread across calls: the next plan has other keys (here more of them), and
+  // the same plan may run again over new data. The cache once outlived the call (stale keys,
+  // and under ASan a heap read past the smaller cache).
+  const auto attn = make_attention(Linear<>{}, SlidingWindow{5, 5});
+  cpu::PlanFor<std::remove_const_t<decltype(attn)>, const float, const float, const float, float>::Worker w;
+  for (const index_t Nk : {16, 300}) {
+    const Shape s{1, 2, 1, 70, Nk, 8, 8, false, {}};
+    Tensor<float> q(s, s.Hq, s.Nq, s.D), k(s, s.Hkv, s.Nk, s.D), v(s, s.Hkv, s.Nk, s.Dv);
+    Tensor<float> o1(s, s.Hq, s.Nq, s.Dv), o2(s, s.Hq, s.Nq, s.Dv);
+    fill_normal(q);
+    auto plan = cpu::make_plan(attn, q.cview(), k.cview(), v.cview(), o1.view);
+    for (int round = 0; round < 2; ++round) {  // the same plan over new keys and values
+      fill_normal(k), fill_normal(v);
+      plan.execute(0, plan.work_items(), w);
+      cpu::run(attn, q.cview(), k.cview(), v.cview(), o2.view);
+      REQUIRE(o1.data == o2.data);
+    }
+  }
+}

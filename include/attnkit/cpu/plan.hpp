@@ -52,6 +52,8 @@ class Plan {
     std::vector<index_t> qi;            // query indices of the current tile
     std::vector<float> kcache, vcache;  // linear attention: phi(K) and V of one kv head
     std::vector<float> ktile, vtile;    // converted key / value tile
+    // Head (b, kv head) held in kcache / vcache; valid within one execute() call only: the
+    // next call may belong to another plan (other tensors, another Nk) or see new data.
     index_t cached_b = -1, cached_h = -1;
     std::vector<float> cand_s;          // top-k candidates [tile_q, Nk]
     std::vector<index_t> cand_j, cand_n;
@@ -110,6 +112,7 @@ class Plan {
     return chunked_ ? p_.B * p_.Hq * dv_splits_ : p_.B * p_.Hq * n_qtiles_;
   }
   void execute(index_t begin, index_t end, Worker& w) {
+    w.cached_b = w.cached_h = -1;
     for (index_t it = begin; it < end; ++it) {
       if (chunked_) run_linear_chunked(it, w);
       else run_tile(it, w);
@@ -121,6 +124,7 @@ class Plan {
   std::vector<std::uint8_t> selection(index_t b, index_t h, Worker& w) {
     std::vector<std::uint8_t> sel(std::size_t(p_.Nq * p_.Nk), 0);
     const index_t hkv = p_.kv_head(h);
+    w.cached_b = w.cached_h = -1;
     if constexpr (content) heads_[b * p_.Hq + h] = Bind::bind_head(attn_.mask, inputs(b, h));
     for (index_t i0 = 0; i0 < p_.Nq; i0 += tile_q) {
       const index_t rows = std::min(tile_q, p_.Nq - i0), pos0 = p_.pos(i0);
