@@ -31,6 +31,8 @@ done
 echo "== benchmark"
 "$bin"/bench/cuda/attnkit_bench_cuda "$@" | tee "$OUT/ours.jsonl"
 python3 bench/cuda/compare_torch.py "$OUT/ours.jsonl" "$OUT/table.md" 2> "$OUT/torch_stderr.log" || echo "compare_torch failed: $(tail -5 "$OUT/torch_stderr.log")"
+# The same kernels timed again: the spread between the two runs is the noise floor.
+"$bin"/bench/cuda/attnkit_bench_cuda --only="N=16384" "$@" > "$OUT/ours_repeat.jsonl"
 {
   echo "# attnkit CUDA benchmark"
   echo
@@ -43,5 +45,17 @@ python3 bench/cuda/compare_torch.py "$OUT/ours.jsonl" "$OUT/table.md" 2> "$OUT/t
   echo "  causal counts N(N+1)/2 pairs). torch timed the same way in the same process run."
   echo
   cat "$OUT/table.md"
+  echo
+  echo "Repeat of attnkit's N=16384 rows in the same run (TFLOP/s, first / second):"
+  echo
+  python3 - "$OUT/ours.jsonl" "$OUT/ours_repeat.jsonl" <<'PY'
+import json, sys
+a = {r["workload"]: r for r in map(json.loads, filter(lambda l: l.startswith("{"), open(sys.argv[1])))}
+for l in open(sys.argv[2]):
+    if l.startswith("{"):
+        r = json.loads(l)
+        print(f"- {r['workload']}: {a[r['workload']]['tflops']:.1f} / {r['tflops']:.1f}")
+PY
 } > "$OUT/h100.md"
+cat "$OUT/h100.md" | tail -20
 exit $status
