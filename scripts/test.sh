@@ -2,7 +2,7 @@
 # Builds everything (the CUDA tests too when nvcc is found) with warnings as errors and runs
 # every test that needs no GPU; GPU tests skip with a message when no GPU is present.
 #   scripts/test.sh                  # Release build in build/
-#   ATTNKIT_SANITIZE=ON BUILD_DIR=build-asan scripts/test.sh   # ASan + UBSan build
+#   (sanitizer build: scripts/sanitize.sh; fuzzing: scripts/fuzz.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
