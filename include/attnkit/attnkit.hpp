@@ -4,6 +4,7 @@
 //   attnkit::cpu::run(attn, q, k, v, o);
 #include "core/dtype.hpp"
 #include "core/error.hpp"
+#include "core/paged.hpp"
 #include "core/problem.hpp"
 #include "core/tensor.hpp"
 #include "mask/block.hpp"
