@@ -21,6 +21,7 @@
 #include "bind.hpp"
 #include "convert.hpp"
 #include "gemm.hpp"
+#include "kv_rows.hpp"
 #include "neighborhood_tiles.hpp"
 #include "parallel.hpp"
 #include "simd.hpp"
@@ -65,8 +66,8 @@ class Plan {
   };
 
   Plan(const Variant& attn, TensorView<const TQ> q, TensorView<const TK> k, TensorView<const TV> v,
-       TensorView<TO> o, const Options& opt, const PartialState* partial = nullptr)
-      : attn_(attn), q_(q), k_(k), v_(v), o_(o), opt_(opt) {
+       TensorView<TO> o, const Options& opt, const PartialState* partial = nullptr, BatchSlot slot = {})
+      : attn_(attn), q_(q), k_(k), v_(v), o_(o), opt_(opt), slot_(slot) {
     p_ = make_problem(q, k, v, o, opt);
     attn.validate(p_);
     score_ = attn.score.resolve(p_);
@@ -159,10 +160,10 @@ class Plan {
   HeadInputs inputs(index_t b, index_t h) const {
     const index_t hkv = p_.kv_head(h), D = p_.D;
     const auto q = q_;
-    const auto k = k_;
+    const HeadRows<TK> k = head_rows(k_, b, hkv, slot_, false);
     return {&p_, b, h,
             [q, b, h, D](index_t i, float* out) { to_float_row(q.row(b, h, i), out, D); },
-            [k, b, hkv, D](index_t j, float* out) { to_float_row(k.row(b, hkv, j), out, D); }};
+            [k, D](index_t j, float* out) { to_float_row(k.row(j), out, D); }};
   }
 
   bool runs_chunked() const {
@@ -184,13 +185,13 @@ class Plan {
     else return false;
   }
 
-  // Where the keys and values of one kv head come from. Float rows are read in place; other
-  // storage is converted tile by tile into L1-sized buffers (no per-head copy), except for
-  // linear attention, which keeps phi(K) and V of the head in float.
+  // Where the keys and values of one kv head come from. Strided float rows are read in place;
+  // other storage and paged rows are converted / gathered tile by tile into L1-sized buffers
+  // (no per-head copy), except for linear attention, which keeps phi(K) and V of the head in
+  // float.
   struct HeadKV {
-    const TK* k;
-    const TV* v;
-    index_t k_ld, v_ld;
+    HeadRows<TK> k;
+    HeadRows<TV> v;
     const float* kf = nullptr;  // float rows when available
     const float* vf = nullptr;
     index_t kf_ld = 0, vf_ld = 0;
@@ -198,25 +199,26 @@ class Plan {
 
   HeadKV load_head(Worker& w, index_t b, index_t hkv) {
     const index_t Nk = p_.Nk, D = p_.D;
-    if (Nk == 0) return HeadKV{nullptr, nullptr, 0, 0};  // no rows to point at
-    HeadKV kv{k_.row(b, hkv, 0), v_.row(b, hkv, 0), k_.stride[2], v_.stride[2]};
+    if (Nk == 0) return HeadKV{};  // no rows to point at
+    HeadKV kv{head_rows(k_, b, hkv, slot_, false), head_rows(v_, b, hkv, slot_, true)};
     if constexpr (linear) {
       if (w.cached_b != b || w.cached_h != hkv) {
         w.kcache.resize(std::size_t(Nk * D));
         w.vcache.assign(std::size_t(Nk * Dvp_), 0.f);
         for (index_t j = 0; j < Nk; ++j) {
           float* dst = w.kcache.data() + j * D;
-          to_float_row(k_.row(b, hkv, j), dst, D);
+          to_float_row(kv.k.row(j), dst, D);
           apply_feature(dst, D);
-          to_float_row(v_.row(b, hkv, j), w.vcache.data() + j * Dvp_, p_.Dv);
+          to_float_row(kv.v.row(j), w.vcache.data() + j * Dvp_, p_.Dv);
         }
         w.cached_b = b, w.cached_h = hkv;
       }
       kv.kf = w.kcache.data(), kv.kf_ld = D, kv.vf = w.vcache.data(), kv.vf_ld = Dvp_;
     } else {
-      if constexpr (std::is_same_v<TK, float>) kv.kf = kv.k, kv.kf_ld = kv.k_ld;
+      if constexpr (std::is_same_v<TK, float>)
+        if (kv.k.strided()) kv.kf = kv.k.base, kv.kf_ld = kv.k.ld;
       if constexpr (std::is_same_v<TV, float>)
-        if (p_.Dv % gemm_nr == 0) kv.vf = kv.v, kv.vf_ld = kv.v_ld;
+        if (kv.v.strided() && p_.Dv % gemm_nr == 0) kv.vf = kv.v.base, kv.vf_ld = kv.v.ld;
     }
     return kv;
   }
@@ -224,7 +226,7 @@ class Plan {
   const float* key_rows(Worker& w, const HeadKV& kv, index_t j, index_t n, index_t& ld) const {
     if (kv.kf) return ld = kv.kf_ld, kv.kf + j * kv.kf_ld;
     w.ktile.resize(std::size_t(tile_k * p_.D));
-    for (index_t c = 0; c < n; ++c) to_float_row(kv.k + (j + c) * kv.k_ld, w.ktile.data() + c * p_.D, p_.D);
+    for (index_t c = 0; c < n; ++c) to_float_row(kv.k.row(j + c), w.ktile.data() + c * p_.D, p_.D);
     return ld = p_.D, w.ktile.data();
   }
   // Float value rows [j, j + n), padded with zeros to Dvp columns.
@@ -233,18 +235,18 @@ class Plan {
     w.vtile.resize(std::size_t(tile_k * Dvp_));
     for (index_t c = 0; c < n; ++c) {
       float* dst = w.vtile.data() + c * Dvp_;
-      to_float_row(kv.v + (j + c) * kv.v_ld, dst, p_.Dv);
+      to_float_row(kv.v.row(j + c), dst, p_.Dv);
       std::fill(dst + p_.Dv, dst + Dvp_, 0.f);
     }
     return ld = Dvp_, w.vtile.data();
   }
   void key_row_into(const HeadKV& kv, index_t j, float* dst) const {
     if (kv.kf) std::copy_n(kv.kf + j * kv.kf_ld, p_.D, dst);
-    else to_float_row(kv.k + j * kv.k_ld, dst, p_.D);
+    else to_float_row(kv.k.row(j), dst, p_.D);
   }
   void value_row_into(const HeadKV& kv, index_t j, float* dst) const {
     if (kv.vf) return (void)std::copy_n(kv.vf + j * kv.vf_ld, Dvp_, dst);
-    to_float_row(kv.v + j * kv.v_ld, dst, p_.Dv);
+    to_float_row(kv.v.row(j), dst, p_.Dv);
     std::fill(dst + p_.Dv, dst + Dvp_, 0.f);
   }
 
@@ -298,7 +300,7 @@ class Plan {
         for (index_t r = 0; r < rows; ++r) {
           float& s = w.st[c * TQP + r];
           const index_t i = w.qi[r];
-          s = attn_.template modify<float>(s, {b, h, i, p_.pos(i), kidx ? kidx[c] : jlo + c});
+          s = attn_.template modify<float>(s, {slot_.seq + b, h, i, p_.pos(i), kidx ? kidx[c] : jlo + c});
         }
     }
     if constexpr (!linear) {  // the spec's logit sanitisation, see sanitize_logit()
@@ -685,6 +687,7 @@ class Plan {
   TensorView<const TV> v_;
   TensorView<TO> o_;
   Options opt_;
+  BatchSlot slot_;
   ProblemInfo p_;
   Score score_;
   PartialState partial_{};

@@ -1,0 +1,309 @@
+#pragma once
+// The decode path: few queries per sequence against a long KV cache, where the tile loop's
+// 64-query tiles would be almost all padding. A DecodePlan's work item is
+// (sequence, kv head, key split): its rows are every query head of the kv head's GQA group
+// times the sequence's queries, so each K/V row is read from memory once for all of them.
+// Items stream their key range in chunks of simd_width keys (logits vectorised along D, the
+// score function's monoid update across the chunk's keys, O += P V along Dv). When a
+// sequence has fewer kv heads than the machine has threads, its keys are split; the last
+// split of a (sequence, kv head) to finish merges the partial states with the score's
+// combine_rows, in split order, and finalises -- one pass, no second phase to drive.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <memory>
+#include <type_traits>
+#include <vector>
+
+#include "../score/partial_state.hpp"
+#include "../variant.hpp"
+#include "decode_kernels.hpp"
+#include "gemm.hpp"
+#include "kv_rows.hpp"
+#include "parallel.hpp"
+#include "plan.hpp"
+#include "sequence.hpp"
+
+namespace attnkit::cpu {
+
+// The decode path serves calls whose rows per kv head (queries x GQA group) are at most this.
+inline constexpr index_t decode_max_rows = 16;
+
+// Masks the decode kernel applies itself: static element masks. Content-dependent masks
+// (top-k, routing) and masks that test the logit take the tile loop.
+template <class Variant>
+constexpr bool decode_capable() {
+  using M = typename Variant::mask_type;
+  return !is_content_dependent<M>() && ElementMask<M> && !LogitMask<M>;
+}
+
+template <class Variant, class TQ, class TK, class TV, class TO>
+class DecodePlan {
+  using Score = typename Variant::score_type;
+  using MaskT = typename Variant::mask_type;
+  static_assert(decode_capable<Variant>(),
+                "attnkit: the decode path takes static element masks; this mask runs on the tile loop");
+  static constexpr bool linear = is_linear_score<Score>();
+  static constexpr int W = simd_width;
+  static constexpr index_t min_split = 512;  // keys: below this a split costs more than it balances
+
+ public:
+  using Seq = SeqView<TQ, TK, TV, TO>;
+
+  struct Worker {
+    std::vector<float> q, s, p, acc, m, l, lambda;
+    TileCounters counters;  // key chunks of simd_width keys
+  };
+
+  DecodePlan(const Variant& attn, std::vector<Seq> seqs, const Options& opt) : attn_(attn) {
+    if (opt.lse) require(score_has_lse<Score>(), "lse", std::string("score function '") + Score::name + "' has no log-sum-exp");
+    index_t total = 0;  // key rows to read, summed over (sequence, kv head)
+    for (Seq& in : seqs) {
+      Options o = opt;
+      o.lse = in.lse;
+      State st{in, make_problem(in.q, in.k, in.v, in.o, o)};
+      attn.validate(st.p);
+      st.score = attn.score.resolve(st.p);
+      st.rows = st.p.Nq * st.p.group();
+      if (st.p.empty() || st.p.Hkv == 0) continue;
+      const KeyBounds kb = mask_key_bounds(attn.mask, st.p.pos(0), st.p.pos(st.p.Nq), st.p.Nk);
+      st.lo = std::max(kb.lo, st.p.key_begin);
+      st.hi = std::max(st.lo, std::min(kb.hi, st.p.key_end));
+      total += (st.hi - st.lo) * st.p.Hkv;
+      seqs_.push_back(st);
+    }
+    // Split so that the items are about 4 per thread (dynamic balance), each split at least
+    // min_split keys, proportional to each sequence's length.
+    const index_t threads = opt.threads > 0 ? opt.threads : default_threads();
+    const index_t per_item = std::max(min_split, (total + 4 * threads - 1) / (4 * threads));
+    index_t items = 0, scratch = 0, counters = 0;
+    for (State& st : seqs_) {
+      const index_t n = st.hi - st.lo;
+      st.splits = threads > 1 ? std::max<index_t>(1, (n + per_item / 2) / per_item) : 1;
+      st.split_len = round_up((n + st.splits - 1) / st.splits, 64);
+      st.splits = std::max<index_t>(1, (n + st.split_len - 1) / std::max<index_t>(st.split_len, 1));
+      st.first_item = items;
+      items += st.p.Hkv * st.splits;
+      st.Dp = round_up(st.p.D, W);
+      st.Dvp = round_up(st.p.Dv, 2 * W);
+      if (st.splits > 1) {
+        st.scratch = scratch, st.counter = counters;
+        scratch += st.p.Hkv * st.splits * st.rows * (st.Dvp + 2);
+        counters += st.p.Hkv;
+      }
+    }
+    items_ = items;
+    scratch_.assign(std::size_t(scratch), 0.f);
+    done_ = std::make_unique<std::atomic<index_t>[]>(std::size_t(std::max<index_t>(counters, 1)));
+    for (index_t c = 0; c < counters; ++c) done_[c].store(0);
+  }
+
+  index_t work_items() const { return items_; }
+  void execute(index_t begin, index_t end, Worker& w) {
+    for (index_t it = begin; it < end; ++it) run_item(it, w);
+  }
+
+  TileCounters counters() const { return {full_.load(), partial_.load(), skipped_.load()}; }
+  void add_counters(const Worker& w) {
+    full_ += w.counters.full;
+    partial_ += w.counters.partial;
+    skipped_ += w.counters.skipped;
+  }
+
+ private:
+  struct State {
+    Seq in;
+    ProblemInfo p;
+    Score score{};
+    index_t rows = 0, lo = 0, hi = 0;  // key range every split together covers
+    index_t splits = 1, split_len = 0, first_item = 0, Dp = 0, Dvp = 0;
+    index_t scratch = 0, counter = 0;  // partial-state slots and merge counter (splits > 1)
+  };
+
+  // Row r of an item is query head hkv * group + r / Nq, query r % Nq.
+  static index_t row_head(const State& st, index_t hkv, index_t r) { return hkv * st.p.group() + r / st.p.Nq; }
+  static index_t row_query(const State& st, index_t r) { return r % st.p.Nq; }
+
+  template <class T>
+  T feature(const T& x) const {
+    if constexpr (requires { attn_.score.feature(x); }) {
+      return attn_.score.feature(x);
+    } else {  // a feature map written for scalars only
+      alignas(64) float t[W];
+      x.store_aligned(t);
+      for (float& e : t) e = attn_.score.feature(e);
+      return T::load_aligned(t);
+    }
+  }
+
+  void run_item(index_t item, Worker& w) {
+    const auto it = std::upper_bound(seqs_.begin(), seqs_.end(), item,
+                                     [](index_t x, const State& s) { return x < s.first_item; }) - 1;
+    const State& st = *it;
+    const ProblemInfo& p = st.p;
+    const index_t local = item - st.first_item, hkv = local / st.splits, split = local % st.splits;
+    const index_t rows = st.rows, Dp = st.Dp, Dvp = st.Dvp;
+    const index_t j0 = st.lo + split * st.split_len, j1 = split + 1 == st.splits ? st.hi : std::min(st.hi, j0 + st.split_len);
+
+    // Query rows, scaled (or feature-mapped), zero padded to Dp.
+    w.q.assign(std::size_t(rows * Dp), 0.f);
+    for (index_t r = 0; r < rows; ++r) {
+      float* dst = w.q.data() + r * Dp;
+      to_float_row(st.in.q.row(0, row_head(st, hkv, r), row_query(st, r)), dst, p.D);
+      for (index_t d = 0; d < p.D; ++d) {
+        if constexpr (linear) dst[d] = feature(dst[d]);
+        else dst[d] *= p.scale;
+      }
+    }
+    w.acc.assign(std::size_t(rows * Dvp), 0.f);
+    w.m.assign(std::size_t(rows), initial_row_max<Score>());
+    w.l.assign(std::size_t(rows), 0.f);
+    w.lambda.assign(std::size_t(rows), 1.f);
+    w.s.resize(std::size_t(rows * W));
+    w.p.resize(std::size_t(rows * W));
+    if (score_needs_row_count(st.score))
+      for (index_t r = 0; r < rows; ++r) w.lambda[r] = score_row_scale<float>(st.score, allowed_keys(p, p.pos(row_query(st, r))));
+
+    const HeadRows<TK> krows = head_rows(st.in.k, 0, hkv, st.in.slot, false);
+    const HeadRows<TV> vrows = head_rows(st.in.v, 0, hkv, st.in.slot, true);
+    const TK* kp[W];
+    const TV* vp[W];
+    const index_t pos_lo = p.pos(0), pos_hi = p.pos(p.Nq);
+    for (index_t j = j0; j < j1; j += W) {
+      const index_t n = std::min<index_t>(W, j1 - j);
+      const TileKind kind = mask_classify(attn_.mask, TileRect{pos_lo, pos_hi, j, j + n});
+      if (kind == TileKind::skip) {
+        ++w.counters.skipped;
+        continue;
+      }
+      ++(kind == TileKind::full ? w.counters.full : w.counters.partial);
+      krows.rows(j, n, kp);
+      vrows.rows(j, n, vp);
+      for_row_blocks(rows, [&](auto rb, index_t r0) {
+        decode_qk<decltype(rb)::value>(w.q.data() + r0 * Dp, Dp, p.D, kp, n, w.s.data() + r0 * W,
+                                       [&](const vfloat& x) {
+                                         if constexpr (linear) return feature(x);
+                                         else return x;
+                                       });
+      });
+      for (index_t r = 0; r < rows; ++r) update_row(st, w, hkv, r, j, n, kind);
+      for_row_blocks(rows, [&](auto rb, index_t r0) {
+        decode_pv<decltype(rb)::value>(w.p.data() + r0 * W, vp, n, p.Dv, w.acc.data() + r0 * Dvp, Dvp);
+      });
+    }
+    finish(st, w, hkv, split);
+  }
+
+  // Keys row `pos` may attend over all keys (length-scaled score functions), by mask tiles.
+  float allowed_keys(const ProblemInfo& p, index_t pos) const {
+    const KeyBounds kb = mask_key_bounds(attn_.mask, pos, pos + 1, p.Nk);
+    index_t count = 0;
+    for (index_t j = kb.lo; j < kb.hi; j += tile_k) {
+      const index_t hi = std::min(kb.hi, j + tile_k);
+      const TileKind kind = mask_classify(attn_.mask, TileRect{pos, pos + 1, j, hi});
+      if (kind == TileKind::full) count += hi - j;
+      else if (kind == TileKind::partial)
+        for (index_t c = j; c < hi; ++c) count += mask_allows(attn_.mask, pos, c, 0.f) ? 1 : 0;
+    }
+    return float(count);
+  }
+
+  static float row_max(const vfloat& x) {
+    alignas(64) float t[W];
+    x.store_aligned(t);
+    float m = t[0];
+    for (int c = 1; c < W; ++c) m = std::max(m, t[c]);
+    return m;
+  }
+
+  // Row r's logits of keys [j, j + n) -> modifiers, mask, the monoid update -> weights in w.p.
+  void update_row(const State& st, Worker& w, index_t hkv, index_t r, index_t j, index_t n, TileKind kind) const {
+    const ProblemInfo& p = st.p;
+    const index_t h = row_head(st, hkv, r), i = row_query(st, r), pos = p.pos(i);
+    float* s = w.s.data() + r * W;
+    if constexpr (Variant::has_mods)
+      for (index_t c = 0; c < n; ++c) s[c] = attn_.template modify<float>(s[c], {st.in.slot.seq, h, i, pos, j + c});
+    vfloat x = vfloat::load_unaligned(s);
+    if constexpr (!linear) x = xsimd::select(x == x, xsimd::min(x, vfloat(max_logit)), vfloat(neg_inf));
+    const bool all = kind == TileKind::full && n == W;
+    alignas(64) float okf[W];
+    if (!all) {
+      x.store_aligned(okf);
+      for (index_t c = 0; c < W; ++c)
+        okf[c] = c < n && (kind == TileKind::full || mask_allows(attn_.mask, pos, j + c, okf[c])) ? 1.f : 0.f;
+    }
+    const auto ok = vfloat::load_aligned(okf) != vfloat(0.f);
+    float* pw = w.p.data() + r * W;
+    if constexpr (Score::tracks_max) {
+      if (!all) x = xsimd::select(ok, x, vfloat(neg_inf));
+      const float m_old = w.m[r], m_new = std::max(m_old, row_max(x));
+      if (m_new == neg_inf) return vfloat(0.f).store_unaligned(pw);  // nothing allowed yet
+      const vfloat pv = st.score.template weight<vfloat>(x, vfloat(m_new), vfloat(1.f));
+      pv.store_unaligned(pw);
+      const float alpha = m_old == neg_inf ? 0.f : std::exp(m_old - m_new);
+      w.l[r] = w.l[r] * alpha + xsimd::hadd(pv);
+      w.m[r] = m_new;
+      if (alpha != 1.f) {
+        float* acc = w.acc.data() + r * st.Dvp;
+        for (index_t d = 0; d < st.Dvp; d += W) (vfloat::load_unaligned(acc + d) * vfloat(alpha)).store_unaligned(acc + d);
+      }
+    } else {
+      if (!all) x = xsimd::select(ok, x, vfloat(0.f));
+      vfloat pv = st.score.template weight<vfloat>(x, vfloat(0.f), vfloat(w.lambda[r]));
+      if (!all) pv = xsimd::select(ok, pv, vfloat(0.f));
+      pv.store_unaligned(pw);
+      w.l[r] += xsimd::hadd(pv);
+    }
+  }
+
+  // One split's state: written out (one split), or parked; the last split merges all.
+  void finish(const State& st, Worker& w, index_t hkv, index_t split) {
+    if (st.splits == 1) return write(st, hkv, w.acc.data(), w.m.data(), w.l.data());
+    const index_t rows = st.rows, Dvp = st.Dvp, slot_len = rows * (Dvp + 2);
+    float* base = scratch_.data() + st.scratch + hkv * st.splits * slot_len;
+    auto park = [&](index_t t) { return base + t * slot_len; };
+    std::copy(w.acc.begin(), w.acc.end(), park(split));
+    std::copy(w.m.begin(), w.m.end(), park(split) + rows * Dvp);
+    std::copy(w.l.begin(), w.l.end(), park(split) + rows * (Dvp + 1));
+    std::atomic<index_t>& done = done_[st.counter + hkv];
+    if (done.fetch_add(1, std::memory_order_acq_rel) != st.splits - 1) return;
+    done.store(0, std::memory_order_relaxed);  // the plan may execute again
+    float* acc = w.acc.data();
+    float *m = w.m.data(), *l = w.l.data();
+    std::copy(park(0), park(0) + rows * Dvp, acc);
+    std::copy(park(0) + rows * Dvp, park(0) + rows * (Dvp + 1), m);
+    std::copy(park(0) + rows * (Dvp + 1), park(0) + rows * (Dvp + 2), l);
+    for (index_t t = 1; t < st.splits; ++t)
+      for (index_t r = 0; r < rows; ++r)
+        combine_rows<Score>(m[r], l[r], acc + r * Dvp, park(t)[rows * Dvp + r], park(t)[rows * (Dvp + 1) + r],
+                            static_cast<const float*>(park(t) + r * Dvp), Dvp);
+    write(st, hkv, acc, m, l);
+  }
+
+  void write(const State& st, index_t hkv, const float* acc, const float* m, const float* l) const {
+    const ProblemInfo& p = st.p;
+    for (index_t r = 0; r < st.rows; ++r) {
+      const index_t h = row_head(st, hkv, r), i = row_query(st, r);
+      const float* a = acc + r * st.Dvp;
+      if (st.in.partial.o.data) {
+        std::copy(a, a + p.Dv, st.in.partial.o.row(0, h, i));
+        st.in.partial.m.at(0, h, i) = m[r], st.in.partial.l.at(0, h, i) = l[r];
+        continue;
+      }
+      const float f = st.score.template finalize_factor<float>(m[r], l[r]);
+      TO* out = st.in.o.row(0, h, i);
+      for (index_t d = 0; d < p.Dv; ++d) out[d] = from_float<TO>(a[d] * f);
+      if constexpr (score_has_lse<Score>())
+        if (st.in.lse) st.in.lse.at(0, h, i) = row_lse(m[r], l[r]);
+    }
+  }
+
+  Variant attn_;
+  std::vector<State> seqs_;
+  index_t items_ = 0;
+  std::vector<float> scratch_;
+  std::unique_ptr<std::atomic<index_t>[]> done_;
+  std::atomic<index_t> full_{0}, partial_{0}, skipped_{0};
+};
+
+}  // namespace attnkit::cpu
