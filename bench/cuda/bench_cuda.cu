@@ -92,6 +92,105 @@ void bench(const char* name, const Variant& attn, Buffers& buf, index_t B, index
   std::fflush(stdout);
 }
 
+// Decoding: one query per sequence against a long cache; reports the bandwidth of reading K
+// and V (bytes of K+V / time), the figure an engine's decode step is bound by. page > 0:
+// the cache lives in a paged pool with a shuffled block table.
+template <class Variant>
+void bench_decode(const char* name, const Variant& attn, index_t B, index_t Hq, index_t Hkv, index_t Nk, index_t D,
+                  index_t page = 0) {
+  if (!g_only.empty() && std::string(name).find(g_only) == std::string::npos) return;
+  const std::size_t kv_elems = std::size_t(B * Hkv * Nk * D);
+  bfloat16 *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
+  check(cudaMalloc(&q, std::size_t(B * Hq * D) * 2), "cudaMalloc");
+  check(cudaMalloc(&o, std::size_t(B * Hq * D) * 2), "cudaMalloc");
+  check(cudaMalloc(&k, kv_elems * 2), "cudaMalloc");
+  check(cudaMalloc(&v, kv_elems * 2), "cudaMalloc");
+  fill_uniform<<<1024, 256>>>(q, std::size_t(B * Hq * D), 4u);
+  fill_uniform<<<4096, 256>>>(k, kv_elems, 5u);
+  fill_uniform<<<4096, 256>>>(v, kv_elems, 6u);
+  std::int32_t *table = nullptr, *lens = nullptr, *qoff = nullptr;
+  PagedKV<const bfloat16> kv;
+  if (page > 0) {
+    const index_t per_seq = Nk / page, pages = B * per_seq;
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(pages)), len(static_cast<std::size_t>(B), std::int32_t(Nk)),
+        off(static_cast<std::size_t>(B + 1));
+    for (index_t i = 0; i < pages; ++i) ids[i] = std::int32_t(i);
+    std::uint32_t x = 12345;  // a fixed shuffle: pages of a sequence are scattered over the pool
+    for (index_t i = pages - 1; i > 0; --i) {
+      x = x * 1664525u + 1013904223u;
+      std::swap(ids[i], ids[x % std::uint32_t(i + 1)]);
+    }
+    for (index_t b = 0; b <= B; ++b) off[b] = std::int32_t(b);
+    check(cudaMalloc(&table, ids.size() * 4), "cudaMalloc");
+    check(cudaMalloc(&lens, len.size() * 4), "cudaMalloc");
+    check(cudaMalloc(&qoff, off.size() * 4), "cudaMalloc");
+    check(cudaMemcpy(table, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+    check(cudaMemcpy(lens, len.data(), len.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+    check(cudaMemcpy(qoff, off.data(), off.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+    kv.k = pool_nhd<const bfloat16>(k, page, Hkv, D);
+    kv.v = pool_nhd<const bfloat16>(v, page, Hkv, D);
+    kv.block_table = table, kv.seq_lens = lens;
+    kv.batch = B, kv.heads = Hkv, kv.dim = kv.dim_v = D, kv.page_size = page, kv.pages = pages;
+    kv.table_stride = per_seq, kv.max_len = Nk;
+  }
+  check(cudaDeviceSynchronize(), "fill");
+  const auto launch = [&] {
+    if (page > 0)
+      cuda::run_paged(attn, bshd<const bfloat16>(q, 1, B, Hq, D), RaggedRows{qoff, B, 1}, kv, bshd(o, 1, B, Hq, D));
+    else
+      cuda::run(attn, bhsd<const bfloat16>(q, B, Hq, 1, D), bhsd<const bfloat16>(k, B, Hkv, Nk, D),
+                bhsd<const bfloat16>(v, B, Hkv, Nk, D), bhsd(o, B, Hq, 1, D));
+  };
+  fill_nan<<<64, 256>>>(o, std::size_t(B * Hq * D));
+  launch();
+  unsigned long long bad = 0, *dbad = nullptr;
+  check(cudaMalloc(&dbad, sizeof bad), "cudaMalloc");
+  check(cudaMemset(dbad, 0, sizeof bad), "cudaMemset");
+  count_bad<<<64, 256>>>(o, std::size_t(B * Hq * D), dbad);
+  check(cudaMemcpy(&bad, dbad, sizeof bad, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  for (int w = 0; w < 3; ++w) launch();
+  cudaEvent_t e0, e1;
+  check(cudaEventCreate(&e0), "event"), check(cudaEventCreate(&e1), "event");
+  std::vector<float> ms;
+  for (int r = 0; r < g_reps; ++r) {
+    check(cudaEventRecord(e0), "record");
+    launch();
+    check(cudaEventRecord(e1), "record");
+    check(cudaEventSynchronize(e1), "sync");
+    float t = 0;
+    check(cudaEventElapsedTime(&t, e0, e1), "elapsed");
+    ms.push_back(t);
+  }
+  cudaEventDestroy(e0), cudaEventDestroy(e1);
+  std::sort(ms.begin(), ms.end());
+  const double med = ms[ms.size() / 2], bytes = 2.0 * double(kv_elems) * 2.0;
+  std::printf("{\"workload\": \"%s\", \"kind\": \"decode\", \"B\": %lld, \"Hq\": %lld, \"Hkv\": %lld, \"Nk\": %lld, "
+              "\"D\": %lld, \"page\": %lld, \"ms\": %.4f, \"min_ms\": %.4f, \"tbps\": %.3f, \"unwritten_or_nonfinite\": %llu}\n",
+              name, (long long)B, (long long)Hq, (long long)Hkv, (long long)Nk, (long long)D, (long long)page, med,
+              ms.front(), bytes / (med * 1e-3) / 1e12, bad);
+  std::fflush(stdout);
+  for (void* p : {(void*)q, (void*)k, (void*)v, (void*)o, (void*)table, (void*)lens, (void*)qoff, (void*)dbad}) cudaFree(p);
+}
+
+// Sigmoid with its reciprocal on the special-function unit (two MUFU ops per weight) instead of
+// the library's Newton reciprocal on the FMA pipe (one MUFU op): a user policy, timed beside the
+// built-in one to choose the default.
+struct SigmoidMufuReciprocal : Sigmoid {
+  SigmoidMufuReciprocal resolve(const ProblemInfo& p) const {
+    SigmoidMufuReciprocal r;
+    static_cast<Sigmoid&>(r) = Sigmoid::resolve(p);
+    return r;
+  }
+  template <class T>
+  ATTNKIT_HD T weight(T s, T, T) const {
+#if defined(__CUDA_ARCH__)
+    return __fdividef(1.f, 1.f + __expf(-(s + bias)));
+#else
+    return T(1) / (T(1) + std::exp(-(s + bias)));
+#endif
+  }
+};
+
 // The block-sparse layout shared with compare_torch.py: 128 x 128 blocks, ~11% kept.
 bool block_kept(index_t r, index_t c) { return (r * 73 + c * 151) % 9 == 0; }
 
@@ -136,6 +235,7 @@ int main(int argc, char** argv) {
           double(N) * 169);
     bench("sigmoid dense N=16384", make_attention(Sigmoid{}, Full{}), buf, 1, H, N, D, dense);
     bench("softplus dense N=16384", make_attention(Softplus{}, Full{}), buf, 1, H, N, D, dense);
+    bench("sigmoid (MUFU reciprocal) dense N=16384", make_attention(SigmoidMufuReciprocal{}, Full{}), buf, 1, H, N, D, dense);
     bench("linear causal N=16384 (chunked)", make_attention(Linear<EluPlusOne>{}, Causal{}), buf, 1, H, N, D, causal);
     bench("linear causal N=16384 (quadratic form)", make_attention(Linear<EluPlusOne>{}, Causal{} & Full{}), buf, 1, H, N, D,
           causal);
@@ -153,6 +253,12 @@ int main(int argc, char** argv) {
       bench("topk-blocks 128 k12 causal N=16384 (work upper bound)", make_attention(Softmax{}, TopKBlocks<Causal>{12, 128, 128}),
             buf, 1, H, N, D, bound);
     }
+    // Decoding, the setting of DESIGN.md's anchor: 8 sequences x 32 heads, a 32k cache, D = 128.
+    bench_decode("decode B=8 H=32 KV=32768", make_attention(Softmax{}, Full{}), 8, 32, 32, 32768, 128);
+    bench_decode("decode GQA B=8 Hq=32 Hkv=8 KV=32768", make_attention(Softmax{}, Full{}), 8, 32, 8, 32768, 128);
+    bench_decode("decode paged16 B=8 H=32 KV=32768", make_attention(Softmax{}, Causal{}), 8, 32, 32, 32768, 128, 16);
+    bench_decode("decode sigmoid B=8 H=32 KV=32768", make_attention(Sigmoid{}, Full{}), 8, 32, 32, 32768, 128);
+    bench_decode("decode B=1 H=8 KV=131072", make_attention(Softmax{}, Full{}), 1, 8, 8, 131072, 128);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "attnkit_bench_cuda: %s\n", e.what());
     return 1;

@@ -68,8 +68,47 @@ MASKS = {
 }
 
 
+def decode_rows(decode):
+    """SDPA (FA2, cuDNN) and FlexAttention on the decode workloads: TB/s of K+V read."""
+    lines = [
+        "| decode workload (bf16, D=128, one query per sequence) | attnkit TB/s | ms | SDPA FA2 | SDPA cuDNN | FlexAttention | vs FA2 | vs cuDNN | vs Flex | unwritten/non-finite |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in decode:
+        B, Hq, Hkv, Nk, D = r["B"], r["Hq"], r["Hkv"], r["Nk"], r["D"]
+        gb = r["tbps"] * r["ms"]  # TB/s * ms = bytes / 1e9
+        out = {}
+        if r["page"] == 0 and "sigmoid" not in r["workload"]:
+            g = torch.Generator(device="cuda").manual_seed(0)
+            q = torch.rand(B, Hq, 1, D, device="cuda", dtype=torch.bfloat16, generator=g) * 2 - 1
+            k = torch.rand(B, Hkv, Nk, D, device="cuda", dtype=torch.bfloat16, generator=g) * 2 - 1
+            v = torch.rand(B, Hkv, Nk, D, device="cuda", dtype=torch.bfloat16, generator=g) * 2 - 1
+            gqa = Hq != Hkv
+            for label, backend in (("fa2", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+                try:
+                    with sdpa_kernel(backend):
+                        t = timed(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa))
+                    out[label] = gb / t
+                except Exception as e:
+                    print(f"{r['workload']} {label}: {e}", file=sys.stderr)
+            try:
+                t = timed(lambda: flex(q, k, v, enable_gqa=gqa))
+                out["flex"] = gb / t
+            except Exception as e:
+                print(f"{r['workload']} flex: {e}", file=sys.stderr)
+            del q, k, v
+            torch.cuda.empty_cache()
+        f = lambda x: "-" if x is None else f"{x:.2f}"
+        ratio = lambda key: "-" if not out.get(key) else f"{r['tbps'] / out[key]:.2f}"
+        lines.append(f"| {r['workload']} | {r['tbps']:.2f} | {r['ms']:.3f} | {f(out.get('fa2'))} | {f(out.get('cudnn'))} | "
+                     f"{f(out.get('flex'))} | {ratio('fa2')} | {ratio('cudnn')} | {ratio('flex')} | {r['unwritten_or_nonfinite']} |")
+    return lines
+
+
 def main():
-    ours = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+    lines_in = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+    ours = [r for r in lines_in if r.get("kind") != "decode"]
+    decode = [r for r in lines_in if r.get("kind") == "decode"]
     by_name = {r["workload"]: r for r in ours}
     rows = []
     softmax_ref = {}
@@ -116,6 +155,9 @@ def main():
     lines.append("")
     lines.append(f"Same-kernel comparisons: softmax dense {f(dense)}, softmax causal {f(causal)} TFLOP/s "
                  "(sigmoid/softplus dense and linear/sigmoid causal rows above should be at least these).")
+    if decode:
+        lines.append("")
+        lines += decode_rows(decode)
     open(sys.argv[2], "w").write("\n".join(lines) + "\n")
     print("\n".join(lines))
 

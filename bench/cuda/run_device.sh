@@ -21,10 +21,12 @@ done
 
 echo "== compute-sanitizer"
 cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-for t in test_cuda_matrix_softmax test_cuda_matrix_linear test_cuda_api; do
+for t in test_cuda_matrix_softmax test_cuda_matrix_linear test_cuda_api "test_cuda_inference [paged],[merge]"; do
   for tool in memcheck racecheck; do
-    "$cs" --tool $tool --error-exitcode 9 "$bin"/tests/cuda/$t > "$OUT/sanitizer_${tool}_$t.log" 2>&1
-    echo "$tool ($t): exit $? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_${tool}_$t.log" | head -1)"
+    name=${t%% *}
+    # shellcheck disable=SC2086  # the test name and its Catch2 filter are two words
+    "$cs" --tool $tool --error-exitcode 9 "$bin"/tests/cuda/$t > "$OUT/sanitizer_${tool}_$name.log" 2>&1
+    echo "$tool ($t): exit $? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_${tool}_$name.log" | head -1)"
   done
 done
 
@@ -32,7 +34,7 @@ echo "== benchmark"
 "$bin"/bench/cuda/attnkit_bench_cuda "$@" | tee "$OUT/ours.jsonl"
 python3 bench/cuda/compare_torch.py "$OUT/ours.jsonl" "$OUT/table.md" 2> "$OUT/torch_stderr.log" || echo "compare_torch failed: $(tail -5 "$OUT/torch_stderr.log")"
 # The same kernels timed again: the spread between the two runs is the noise floor.
-"$bin"/bench/cuda/attnkit_bench_cuda --only="N=16384" "$@" > "$OUT/ours_repeat.jsonl"
+{ "$bin"/bench/cuda/attnkit_bench_cuda --only="N=16384" "$@"; "$bin"/bench/cuda/attnkit_bench_cuda --only="KV=32768" "$@"; } > "$OUT/ours_repeat.jsonl"
 {
   echo "# attnkit CUDA benchmark"
   echo
@@ -43,6 +45,7 @@ python3 bench/cuda/compare_torch.py "$OUT/ours.jsonl" "$OUT/table.md" 2> "$OUT/t
   echo "- method: CUDA events around each launch, 3 warm-up launches, median of 30; inputs uniform in [-1, 1],"
   echo "  bf16, B=1, H=16 (N=4096 row: B=4); TFLOP/s = allowed (query, key) pairs x 4 x D / time (useful work;"
   echo "  causal counts N(N+1)/2 pairs). torch timed the same way in the same process run."
+  echo "  Decode rows: TB/s = bytes of K and V read / time (q, o and the split merge not counted)."
   echo
   cat "$OUT/table.md"
   echo
@@ -54,7 +57,8 @@ a = {r["workload"]: r for r in map(json.loads, filter(lambda l: l.startswith("{"
 for l in open(sys.argv[2]):
     if l.startswith("{"):
         r = json.loads(l)
-        print(f"- {r['workload']}: {a[r['workload']]['tflops']:.1f} / {r['tflops']:.1f}")
+        key = "tbps" if r.get("kind") == "decode" else "tflops"
+        print(f"- {r['workload']}: {a[r['workload']][key]:.2f} / {r[key]:.2f}")
 PY
 } > "$OUT/h100.md"
 cat "$OUT/h100.md" | tail -20

@@ -9,6 +9,8 @@
 #include "core/error.hpp"
 #include "core/problem.hpp"
 #include "core/tensor.hpp"
+#include "core/paged.hpp"
+#include "cuda/merge.cuh"
 #include "cuda/run.hpp"
 #include "mask/block.hpp"
 #include "mask/combinators.hpp"

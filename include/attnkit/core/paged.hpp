@@ -16,6 +16,7 @@
 // CUDA); max_q / max_k are upper bounds the host needs without reading device memory.
 #include <array>
 #include <cstdint>
+#include <type_traits>
 
 #include "config.hpp"
 #include "tensor.hpp"
@@ -58,9 +59,9 @@ struct PagedKV {
   ATTNKIT_HD T* k_row(index_t b, index_t h, index_t j) const { return k.at(page_of(b, j), j % page_size, h); }
   ATTNKIT_HD T* v_row(index_t b, index_t h, index_t j) const { return v.at(page_of(b, j), j % page_size, h); }
 
-  operator PagedKV<const T>() const
-    requires(!std::is_const_v<T>)
-  {
+  template <class U = T>
+    requires(!std::is_const_v<U>)
+  operator PagedKV<const U>() const {
     return {{k.data, k.stride}, {v.data, v.stride}, block_table, seq_lens, batch, heads, dim, dim_v,
             page_size, pages, table_stride, max_len};
   }

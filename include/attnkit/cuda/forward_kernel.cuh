@@ -23,6 +23,7 @@
 #include "../score/softmax.hpp"
 #include "bind.hpp"
 #include "ptx.hpp"
+#include "sequences.cuh"
 
 namespace attnkit::cuda::detail {
 
@@ -44,16 +45,17 @@ __device__ __forceinline__ int swz(int row, int col) {
   return row * HD + ((((col >> 3) ^ row) & 7) | ((col >> 3) & ~7)) * 8 + (col & 7);
 }
 
-// Kernel arguments: raw pointers and strides (elements) of the views, and the resolved problem.
-template <class Variant, class Score, class T, class TO>
+// Kernel arguments: where the rows live (KV: dense, ragged or paged keys and values) and the
+// resolved problem (for ragged batches: the largest sequence; each CTA reads its own lengths).
+template <class Variant, class Score, class T, class TO, class KV = ContiguousKV<T, false>>
 struct ForwardArgs {
-  const T* q;
-  const T* k;
-  const T* v;
-  TO* o;
-  std::int64_t qs[3], ks[3], vs[3], os[3];
-  float* lse;  // nullable
-  std::int64_t lse_s[3];
+  SeqRows<const T> q;
+  KV kv;
+  SeqRows<TO> o;
+  SeqRows<float> lse;  // nullable
+  SeqRows<float> m, l;  // partial mode: o is the unnormalised float state, m and l its row terms
+  bool partial;
+  bool q_offset_given;  // ragged batches: Options::q_offset applies to every sequence
   ProblemInfo p;
   Variant attn;
   Score score;  // resolved
@@ -63,11 +65,28 @@ struct ForwardArgs {
   int cached_tiles; // key-tile classes kept in shared memory (bytes after the tiles)
 };
 
-// Loads rows [row0, row0 + R) x [0, HD) of a strided head into a swizzled shared tile; rows
-// at or past n_rows and columns at or past n_cols are zero-filled.
-template <int HD, int R, int Threads, class T>
-__device__ __forceinline__ void load_tile(T* smem, const T* head, std::int64_t row_stride, int row0, int n_rows,
-                                          int n_cols, bool vec) {
+// The problem as one sequence of a batch sees it: ragged and paged batches have their own
+// lengths per sequence, queries bottom-right against their keys unless q_offset was given.
+template <class KV, class T>
+__device__ __forceinline__ ProblemInfo sequence_problem(const ProblemInfo& all, const SeqRows<const T>& q, const KV& kv,
+                                                        bool q_offset_given, int b) {
+  ProblemInfo p = all;
+  if constexpr (KV::varlen) {
+    p.Nq = q.length(b, int(all.Nq));
+    p.Nk = kv.length(b);
+    if (!q_offset_given) p.q_offset = p.Nk - p.Nq;
+    p.key_begin = 0;
+    p.key_end = p.Nk;
+  }
+  return p;
+}
+
+// Loads rows [row0, row0 + R) x [0, HD) into a swizzled shared tile; row(r) is the address
+// of row r; rows at or past n_rows and columns at or past n_cols are zero-filled. `any` is a
+// valid address for the zero-byte copies.
+template <int HD, int R, int Threads, class T, class RowPtr>
+__device__ __forceinline__ void load_tile(T* smem, const RowPtr& row, const T* any, int row0, int n_rows, int n_cols,
+                                          bool vec) {
   constexpr int chunks = HD / 8;
   const int tid = threadIdx.x;
   if (vec) {
@@ -75,21 +94,21 @@ __device__ __forceinline__ void load_tile(T* smem, const T* head, std::int64_t r
     for (int c = tid; c < R * chunks; c += Threads) {
       const int r = c / chunks, ch = c % chunks, gr = row0 + r;
       const bool ok = gr < n_rows && ch * 8 < n_cols;
-      const T* src = ok ? head + std::int64_t(gr) * row_stride + ch * 8 : head;
+      const T* src = ok ? row(gr) + ch * 8 : any;
       ptx::cp_async_16(smem + swz<HD>(r, ch * 8), src, ok ? 16 : 0);
     }
   } else {  // unaligned rows or odd head dims: element loads
     for (int e = tid; e < R * HD; e += Threads) {
       const int r = e / HD, col = e % HD, gr = row0 + r;
       T x{};
-      if (gr < n_rows && col < n_cols) x = head[std::int64_t(gr) * row_stride + col];
+      if (gr < n_rows && col < n_cols) x = row(gr)[col];
       smem[swz<HD>(r, col)] = x;
     }
   }
 }
 
-template <class Tiles, class Variant, class Score, class T, class TO>
-__global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_kernel(const ForwardArgs<Variant, Score, T, TO> a) {
+template <class Tiles, class Variant, class Score, class T, class TO, class KV>
+__global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_kernel(const ForwardArgs<Variant, Score, T, TO, KV> a) {
   constexpr int HD = Tiles::HD, BM = Tiles::BM, BN = Tiles::BN, NT = Tiles::threads;
   constexpr int KS = HD / 16;   // k-steps of Q K^T
   constexpr int SN = BN / 8;    // n-tiles of S per warp
@@ -104,11 +123,13 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   T* sK = sQ + BM * HD;
   T* sV = sK + BN * HD;
 
-  const ProblemInfo& p = a.p;
+  const int b = blockIdx.z;
+  const ProblemInfo p = sequence_problem(a.p, a.q, a.kv, a.q_offset_given, b);
   const float scale_unit = p.scale * logit_unit;
   const int qtile = int(gridDim.x - 1 - blockIdx.x);  // longest (causal) tiles first
-  const int h = blockIdx.y, b = blockIdx.z, hk = int(h / p.group());
+  const int h = blockIdx.y, hk = int(h / p.group());
   const int i0 = qtile * BM;
+  if (KV::varlen && i0 >= p.Nq) return;  // ragged: this sequence is shorter than the longest
   const int Nq = int(p.Nq), Nk = int(p.Nk), D = int(p.D), Dv = int(p.Dv);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 
@@ -116,9 +137,9 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   const auto mask = DeviceBinder<typename Variant::mask_type>::bind(a.attn.mask, a.bind, p, b, h, hk);
   using MaskT = std::remove_cv_t<decltype(mask)>;
 
-  const T* qh = a.q + b * a.qs[0] + h * a.qs[1];
-  const T* kh = a.k + b * a.ks[0] + hk * a.ks[1];
-  const T* vh = a.v + b * a.vs[0] + hk * a.vs[1];
+  const auto q_row = [&](int i) { return a.q.row(b, h, i); };
+  const auto k_row = [&](int j) { return a.kv.k_row(b, hk, j); };
+  const auto v_row = [&](int j) { return a.kv.v_row(b, hk, j); };
 
   // Key tiles this query tile may touch.
   const int rows_here = min(BM, Nq - i0);
@@ -149,10 +170,10 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
 
   // ---- prologue: Q and the first K tile, then the first V tile
   int kt = next_tile(kt_first);
-  load_tile<HD, BM, NT>(sQ, qh, a.qs[2], i0, Nq, D, a.vec);
-  if (kt < kt_end) load_tile<HD, BN, NT>(sK, kh, a.ks[2], kt * BN, Nk, D, a.vec);
+  load_tile<HD, BM, NT>(sQ, q_row, a.q.data, i0, Nq, D, a.vec);
+  if (kt < kt_end) load_tile<HD, BN, NT>(sK, k_row, a.kv.any(), kt * BN, Nk, D, a.vec);
   ptx::cp_async_commit();
-  if (kt < kt_end) load_tile<HD, BN, NT>(sV, vh, a.vs[2], kt * BN, Nk, Dv, a.vec);
+  if (kt < kt_end) load_tile<HD, BN, NT>(sV, v_row, a.kv.any_v(), kt * BN, Nk, Dv, a.vec);
   ptx::cp_async_commit();
   ptx::cp_async_wait<1>();
   __syncthreads();
@@ -249,7 +270,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
       }
     }
     __syncthreads();  // every warp is done with sK
-    if (kt_next < kt_end) load_tile<HD, BN, NT>(sK, kh, a.ks[2], kt_next * BN, Nk, D, a.vec);
+    if (kt_next < kt_end) load_tile<HD, BN, NT>(sK, k_row, a.kv.any(), kt_next * BN, Nk, D, a.vec);
     ptx::cp_async_commit();
 
     // Element mask of partial tiles as 32 bits (bit 4n+e), evaluated in a rolled loop:
@@ -352,7 +373,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
       }
     }
     __syncthreads();  // every warp is done with sV
-    if (kt_next < kt_end) load_tile<HD, BN, NT>(sV, vh, a.vs[2], kt_next * BN, Nk, Dv, a.vec);
+    if (kt_next < kt_end) load_tile<HD, BN, NT>(sV, v_row, a.kv.any_v(), kt_next * BN, Nk, Dv, a.vec);
     ptx::cp_async_commit();
     ptx::cp_async_wait<1>();  // K of the next tile
     __syncthreads();
@@ -369,8 +390,24 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     if (!row_ok[r]) continue;
+    if constexpr (std::is_same_v<TO, float>) {
+      if (a.partial) {  // the unnormalised monoid state, m in natural-log units
+        float* orow = a.o.row(b, h, row_i[r]);
+#pragma unroll
+        for (int n = 0; n < ON; ++n) {
+          const int col = n * 8 + 2 * t;
+          if (col < Dv) orow[col] = o[n][2 * r];
+          if (col + 1 < Dv) orow[col + 1] = o[n][2 * r + 1];
+        }
+        if (t == 0) {
+          *a.m.row(b, h, row_i[r]) = tracks_max ? m[r] / logit_unit : 0.f;
+          *a.l.row(b, h, row_i[r]) = l[r];
+        }
+        continue;
+      }
+    }
     const float f = a.score.finalize_factor(m[r], l[r]);
-    TO* orow = a.o + b * a.os[0] + h * a.os[1] + std::int64_t(row_i[r]) * a.os[2];
+    TO* orow = a.o.row(b, h, row_i[r]);
 #pragma unroll
     for (int n = 0; n < ON; ++n) {
       const int col = n * 8 + 2 * t;
@@ -378,9 +415,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
       if (col + 1 < Dv) orow[col + 1] = ptx::from_f32<TO>(o[n][2 * r + 1] * f);
     }
     if constexpr (score_has_lse<Score>()) {
-      if (a.lse && t == 0)
-        a.lse[b * a.lse_s[0] + h * a.lse_s[1] + std::int64_t(row_i[r]) * a.lse_s[2]] =
-            l[r] > 0.f ? m[r] / logit_unit + math<float>::log(l[r]) : neg_inf;
+      if (a.lse.data && t == 0) *a.lse.row(b, h, row_i[r]) = l[r] > 0.f ? m[r] / logit_unit + math<float>::log(l[r]) : neg_inf;
     }
   }
 }

@@ -1,10 +1,15 @@
 #pragma once
-// Public entry point of the CUDA backend:
-//   attnkit::cuda::run(attn, q, k, v, o, opts, stream)
+// Public entry points of the CUDA backend:
+//   cuda::run(attn, q, k, v, o, opts, stream)                       dense batches
+//   cuda::run_partial(attn, q, k, v, state, opts, stream)           unnormalised monoid state
+//   cuda::run_ragged(attn, q, k, v, o, q_rows, k_rows, opts, stream) ragged batches
+//   cuda::run_paged(attn, q, q_rows, kv, o, opts, stream)           paged KV cache
 // q, k, v: device (or managed) memory in half or bfloat16, any strides with a contiguous
-// feature axis; o: float, half or bfloat16; opts.lse: device memory. Inputs are validated
-// on the host before the launch (attnkit::invalid_argument); CUDA errors are thrown as
-// attnkit::cuda::cuda_error. The launch is asynchronous on `stream`.
+// feature axis; o: float, half or bfloat16; opts.lse and every index array: device memory.
+// Few query rows per key/value head (decoding) take the split-KV kernel, the rest the
+// forward kernel. Inputs are validated on the host before the launch
+// (attnkit::invalid_argument); CUDA errors are thrown as attnkit::cuda::cuda_error. The
+// launches are asynchronous on `stream`.
 #include <cuda_runtime_api.h>
 
 #include <string>
@@ -14,14 +19,30 @@
 #include "../core/problem.hpp"
 #include "../core/tensor.hpp"
 #include "../mask/full.hpp"
+#include "../mask/combinators.hpp"
 #include "../mask/sliding_window.hpp"
+#include "../core/paged.hpp"
 #include "../score/concepts.hpp"
 #include "error.hpp"
 #include "bind.hpp"
+#include "decode_kernel.cuh"
 #include "forward_kernel.cuh"
 #include "linear_chunked.cuh"
 
 namespace attnkit::cuda {
+
+// Largest head dim (D and Dv) of the CUDA backend.
+inline constexpr index_t max_head_dim = 128;
+
+// Masks that mean the same for every sequence of a ragged or paged batch (they do not
+// depend on the sequence lengths, which only the device knows).
+template <class M>
+inline constexpr bool sequence_independent_mask =
+    std::is_same_v<M, Full> || std::is_same_v<M, Causal> || std::is_same_v<M, SlidingWindow>;
+template <class A, class B>
+inline constexpr bool sequence_independent_mask<And<A, B>> = sequence_independent_mask<A> && sequence_independent_mask<B>;
+template <class A, class B>
+inline constexpr bool sequence_independent_mask<Or<A, B>> = sequence_independent_mask<A> && sequence_independent_mask<B>;
 
 namespace detail {
 
@@ -30,10 +51,47 @@ bool rows_16byte_aligned(const TensorView<T>& t) {
   const bool strides = t.stride[0] % 8 == 0 && t.stride[1] % 8 == 0 && t.stride[2] % 8 == 0;
   return reinterpret_cast<std::uintptr_t>(t.data) % 16 == 0 && strides && t.shape[3] % 8 == 0;
 }
+template <class T>
+bool rows_16byte_aligned(const PagePool<T>& pool, index_t dim) {
+  const bool strides = pool.stride[0] % 8 == 0 && pool.stride[1] % 8 == 0 && pool.stride[2] % 8 == 0;
+  return reinterpret_cast<std::uintptr_t>(pool.data) % 16 == 0 && strides && dim % 8 == 0;
+}
 
-template <class Tiles, class Variant, class Score, class T, class TO>
-void launch_forward(const ForwardArgs<Variant, Score, T, TO>& args, cudaStream_t stream) {
-  const auto kernel = forward_kernel<Tiles, Variant, Score, T, TO>;
+inline int multiprocessors() {
+  int dev = 0, n = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  return n;
+}
+
+template <class T>
+void check_storage_types() {
+  static_assert(std::is_same_v<T, half> || std::is_same_v<T, bfloat16>,
+                "attnkit::cuda: q, k and v must be attnkit::half or attnkit::bfloat16 (tensor-core inputs)");
+}
+template <class TO>
+void check_output_type() {
+  static_assert(std::is_same_v<TO, float> || std::is_same_v<TO, half> || std::is_same_v<TO, bfloat16>,
+                "attnkit::cuda: the output must be float, half or bfloat16");
+}
+
+// A call in the layout-neutral form the kernels read.
+template <class T, class TO, class KV>
+struct Call {
+  SeqRows<const T> q;
+  KV kv;
+  SeqRows<TO> o;
+  SeqRows<float> lse, m, l;  // m, l: partial mode
+  bool partial = false;
+  bool q_offset_given = false;
+  bool vec = false;
+  ProblemInfo p;  // ragged / paged: B sequences, the longest Nq and Nk
+  PrepassInputs<T> prepass{};  // dense calls: content-dependent masks read Q and K from here
+};
+
+template <class Tiles, class Variant, class Score, class T, class TO, class KV>
+void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, cudaStream_t stream) {
+  const auto kernel = forward_kernel<Tiles, Variant, Score, T, TO, KV>;
   // Tile classes of up to 16384 key tiles (1M keys) live in shared memory after the tiles.
   auto a = args;
   const std::int64_t n_tiles = (a.p.Nk + Tiles::BN - 1) / Tiles::BN;
@@ -46,51 +104,60 @@ void launch_forward(const ForwardArgs<Variant, Score, T, TO>& args, cudaStream_t
   check(cudaGetLastError(), "forward_kernel launch");
 }
 
-}  // namespace detail
+template <class Tiles, class Variant, class Score, class T, class TO, class KV>
+void launch_decode(const Variant& attn, const Score& score, const Call<T, TO, KV>& c, cudaStream_t stream) {
+  const ProblemInfo& p = c.p;
+  DecodeArgs<Variant, Score, T, KV> d{};
+  d.q = c.q, d.kv = c.kv, d.q_offset_given = c.q_offset_given, d.p = p, d.attn = attn, d.score = score;
+  d.vec = c.vec;
+  d.count_rows = score_needs_row_count(score);
+  d.row_chunks = int((p.group() * p.Nq + Tiles::rows - 1) / Tiles::rows);
+  // Splits: enough CTAs for about four per SM, each at least 4 tiles of keys.
+  const std::int64_t keys = p.key_end - p.key_begin;
+  const std::int64_t units = p.B * p.Hkv * d.row_chunks;
+  const std::int64_t wanted = (4 * std::int64_t(multiprocessors()) + units - 1) / units;
+  const std::int64_t most = std::max<std::int64_t>(1, (keys + 4 * Tiles::BN - 1) / (4 * Tiles::BN));
+  std::int64_t splits = std::clamp<std::int64_t>(wanted, 1, std::min<std::int64_t>(most, 65535));
+  const std::int64_t split_len = std::max<std::int64_t>(Tiles::BN, (keys + splits - 1) / splits + Tiles::BN - 1) / Tiles::BN * Tiles::BN;
+  splits = std::max<std::int64_t>(1, (keys + split_len - 1) / split_len);
+  d.split_len = int(split_len);
 
-// Largest head dim (D and Dv) of the CUDA backend.
-inline constexpr index_t max_head_dim = 128;
+  Workspace ws(stream);
+  const std::size_t rows = std::size_t(splits * p.B * p.Hq * p.Nq);
+  d.part_o = ws.alloc<float>(rows * std::size_t(p.Dv));
+  d.part_m = ws.alloc<float>(rows);
+  d.part_l = ws.alloc<float>(rows);
+  const auto kernel = decode_kernel<Tiles, Variant, Score, T, KV>;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tiles::smem_bytes),
+        "cudaFuncSetAttribute(decode_kernel)");
+  const dim3 grid(unsigned(splits), unsigned(p.Hkv * d.row_chunks), unsigned(p.B));
+  kernel<<<grid, Tiles::threads, Tiles::smem_bytes, stream>>>(d);
+  check(cudaGetLastError(), "decode_kernel launch");
 
-template <class Variant, class TQ, class TK, class TV, class TO>
-void run(const Variant& attn, TensorView<TQ> q, TensorView<TK> k, TensorView<TV> v, TensorView<TO> o,
-         const Options& opt = {}, cudaStream_t stream = nullptr) {
-  using T = std::remove_const_t<TQ>;
+  CombineArgs<Score, TO> m{d.part_o, d.part_m, d.part_l, int(splits), p, c.q.offsets, c.o, c.lse, c.m, c.l,
+                           c.partial, score};
+  const dim3 cgrid(unsigned((p.Hq * p.Nq + 7) / 8), unsigned(p.B));
+  combine_splits_kernel<Score, TO><<<cgrid, 256, 0, stream>>>(m);
+  check(cudaGetLastError(), "combine_splits_kernel launch");
+}
+
+// Picks the kernel for a validated call.
+template <class Variant, class T, class TO, class KV>
+void dispatch(const Variant& attn, const Call<T, TO, KV>& c, cudaStream_t stream) {
   using Score = typename Variant::score_type;
   using MaskT = typename Variant::mask_type;
-  static_assert(std::is_same_v<T, std::remove_const_t<TK>> && std::is_same_v<T, std::remove_const_t<TV>>,
-                "attnkit::cuda::run: q, k and v must have the same storage type");
-  static_assert(std::is_same_v<T, half> || std::is_same_v<T, bfloat16>,
-                "attnkit::cuda::run: q, k and v must be attnkit::half or attnkit::bfloat16 (tensor-core inputs)");
-  static_assert(std::is_same_v<TO, float> || std::is_same_v<TO, half> || std::is_same_v<TO, bfloat16>,
-                "attnkit::cuda::run: the output must be float, half or bfloat16");
-  static_assert(supports_mask<MaskT>,
-                "attnkit::cuda::run: exact per-key TopK is not supported by the CUDA backend (use TopKBlocks, MoBA "
-                "or ClusterRouting, or the CPU backend)");
-
-  const TensorView<const T> cq = q, ck = k, cv = v;
-  const ProblemInfo p = make_problem(cq, ck, cv, o, opt);
-  attn.validate(p);
+  const ProblemInfo& p = c.p;
   const Score score = attn.score.resolve(p);
-  if (opt.lse) require(score_has_lse<Score>(), "lse", std::string("score function '") + Score::name + "' has no log-sum-exp");
-  require(p.D <= max_head_dim, "q.shape", "the CUDA backend supports head dims up to 128 (D = " + std::to_string(p.D) + ")");
-  require(p.Dv <= max_head_dim, "v.shape", "the CUDA backend supports value dims up to 128 (Dv = " + std::to_string(p.Dv) + ")");
-  require(p.Nq < (index_t(1) << 31) && p.Nk < (index_t(1) << 31), "q.shape", "sequence lengths must be below 2^31");
-  require(p.B <= 65535 && p.Hq <= 65535, "q.shape", "batch and head counts must be at most 65535");
-  if (p.empty()) return;
-  require_device_memory(q.data, "q");
-  require_device_memory(k.data, "k");
-  require_device_memory(v.data, "v");
-  require_device_memory(o.data, "o");
-  require_device_memory(opt.lse.data, "lse");
 
   // Linear attention under a full or causal mask over all keys: the chunked O(N D Dv) form.
-  constexpr bool chunkable = is_linear_score<Score>() && (std::is_same_v<MaskT, Full> || std::is_same_v<MaskT, Causal>);
+  constexpr bool chunkable = is_linear_score<Score>() && !KV::varlen &&
+                             (std::is_same_v<MaskT, Full> || std::is_same_v<MaskT, Causal>);
   if constexpr (chunkable) {
-    if (p.key_begin == 0 && p.key_end == p.Nk) {
+    if (!c.partial && p.key_begin == 0 && p.key_end == p.Nk && p.group() * p.Nq > decode_max_rows) {
       using L = detail::LinearChunkTiles;
       detail::LinearArgs<Score, T, TO> la{};
-      la.q = cq.data, la.k = ck.data, la.v = cv.data, la.o = o.data;
-      for (int d = 0; d < 3; ++d) la.qs[d] = q.stride[d], la.ks[d] = k.stride[d], la.vs[d] = v.stride[d], la.os[d] = o.stride[d];
+      la.q = c.q.data, la.k = c.kv.k.data, la.v = c.kv.v.data, la.o = c.o.data;
+      for (int d = 0; d < 3; ++d) la.qs[d] = c.q.s[d], la.ks[d] = c.kv.k.s[d], la.vs[d] = c.kv.v.s[d], la.os[d] = c.o.s[d];
       la.p = p;
       la.score = score;
       la.causal = std::is_same_v<MaskT, Causal>;
@@ -104,24 +171,223 @@ void run(const Variant& attn, TensorView<TQ> q, TensorView<TK> k, TensorView<TV>
     }
   }
 
-  detail::ForwardArgs<Variant, Score, T, TO> args{};
-  args.q = cq.data, args.k = ck.data, args.v = cv.data, args.o = o.data;
-  for (int d = 0; d < 3; ++d) {
-    args.qs[d] = q.stride[d], args.ks[d] = k.stride[d], args.vs[d] = v.stride[d], args.os[d] = o.stride[d];
-    args.lse_s[d] = opt.lse.stride[d];
+  // Few query rows per key/value head: split-KV decoding (masks that need no pre-pass).
+  constexpr bool decodable = !is_content_dependent<MaskT>() && !LogitMask<MaskT>;
+  if constexpr (decodable) {
+    if (p.group() * p.Nq <= decode_max_rows) {
+      if (std::max(p.D, p.Dv) <= 64) launch_decode<DecodeTiles<64>>(attn, score, c, stream);
+      else launch_decode<DecodeTiles<128>>(attn, score, c, stream);
+      return;
+    }
   }
-  args.lse = opt.lse.data;
+
+  ForwardArgs<Variant, Score, T, TO, KV> args{};
+  args.q = c.q, args.kv = c.kv, args.o = c.o, args.lse = c.lse, args.m = c.m, args.l = c.l;
+  args.partial = c.partial;
+  args.q_offset_given = c.q_offset_given;
   args.p = p;
   args.attn = attn;
   args.score = score;
   args.count_rows = score_needs_row_count(score);
-  detail::PrepassInputs<T> pre{cq.data, ck.data, {q.stride[0], q.stride[1], q.stride[2]},
-                               {k.stride[0], k.stride[1], k.stride[2]}, p};
-  detail::Workspace workspace(stream);  // freed stream-ordered after the launch
-  args.bind = detail::DeviceBinder<MaskT>::prepare(attn.mask, pre, workspace, stream);
-  args.vec = detail::rows_16byte_aligned(cq) && detail::rows_16byte_aligned(ck) && detail::rows_16byte_aligned(cv);
-  if (std::max(p.D, p.Dv) <= 64) detail::launch_forward<detail::ForwardTiles<64, 4>>(args, stream);  // measured: 4 warps x 2 CTAs best at D=64
-  else detail::launch_forward<detail::ForwardTiles<128, 8>>(args, stream);  // 8 warps x 1 CTA best at D=128
+  args.vec = c.vec;
+  Workspace workspace(stream);  // freed stream-ordered after the launch
+  if constexpr (!KV::varlen) args.bind = DeviceBinder<MaskT>::prepare(attn.mask, c.prepass, workspace, stream);
+  if (std::max(p.D, p.Dv) <= 64) launch_forward<ForwardTiles<64, 4>>(args, stream);  // measured: 4 warps x 2 CTAs best at D=64
+  else launch_forward<ForwardTiles<128, 8>>(args, stream);  // 8 warps x 1 CTA best at D=128
+}
+
+// Checks shared by every entry point; returns the resolved score's name check for lse.
+template <class Variant>
+void check_call(const Variant& attn, const ProblemInfo& p, const Options& opt) {
+  using Score = typename Variant::score_type;
+  attn.validate(p);
+  if (opt.lse) require(score_has_lse<Score>(), "lse", std::string("score function '") + Score::name + "' has no log-sum-exp");
+  require(p.D <= max_head_dim, "q.shape", "the CUDA backend supports head dims up to 128 (D = " + std::to_string(p.D) + ")");
+  require(p.Dv <= max_head_dim, "v.shape", "the CUDA backend supports value dims up to 128 (Dv = " + std::to_string(p.Dv) + ")");
+  require(p.Nq < (index_t(1) << 31) && p.Nk < (index_t(1) << 31), "q.shape", "sequence lengths must be below 2^31");
+  require(p.B <= 65535 && p.Hq <= 65535, "q.shape", "batch and head counts must be at most 65535");
+}
+
+template <class Variant>
+void check_varlen_mask() {
+  static_assert(sequence_independent_mask<typename Variant::mask_type>,
+                "attnkit::cuda: ragged and paged batches take Full, Causal, SlidingWindow and their And/Or "
+                "combinations (other masks depend on each sequence's length; run those per sequence)");
+}
+
+inline void check_rows(const RaggedRows& r, const char* name, index_t total) {
+  require(r.batch >= 0 && r.batch <= 65535, name, "batch must be in [0, 65535]");
+  require(r.batch == 0 || r.offsets != nullptr, name, "offsets are required");
+  require(r.max_rows >= 0 && r.max_rows <= total, name,
+          "max_rows (" + std::to_string(r.max_rows) + ") must be in [0, total rows = " + std::to_string(total) + "]");
+  require_device_memory(r.offsets, name);
+}
+
+}  // namespace detail
+
+template <class Variant, class TQ, class TK, class TV, class TO>
+void run(const Variant& attn, TensorView<TQ> q, TensorView<TK> k, TensorView<TV> v, TensorView<TO> o,
+         const Options& opt = {}, cudaStream_t stream = nullptr) {
+  using T = std::remove_const_t<TQ>;
+  using MaskT = typename Variant::mask_type;
+  static_assert(std::is_same_v<T, std::remove_const_t<TK>> && std::is_same_v<T, std::remove_const_t<TV>>,
+                "attnkit::cuda::run: q, k and v must have the same storage type");
+  detail::check_storage_types<T>();
+  detail::check_output_type<TO>();
+  static_assert(supports_mask<MaskT>,
+                "attnkit::cuda::run: exact per-key TopK is not supported by the CUDA backend (use TopKBlocks, MoBA "
+                "or ClusterRouting, or the CPU backend)");
+
+  const TensorView<const T> cq = q, ck = k, cv = v;
+  const ProblemInfo p = make_problem(cq, ck, cv, o, opt);
+  detail::check_call(attn, p, opt);
+  if (p.empty()) return;
+  require_device_memory(q.data, "q");
+  require_device_memory(k.data, "k");
+  require_device_memory(v.data, "v");
+  require_device_memory(o.data, "o");
+  require_device_memory(opt.lse.data, "lse");
+
+  detail::Call<T, TO, detail::ContiguousKV<T, false>> c;
+  c.q = detail::seq_rows(cq);
+  c.kv = {detail::seq_rows(ck), detail::seq_rows(cv), int(p.Nk)};
+  c.o = detail::seq_rows(o);
+  c.lse = detail::seq_rows(opt.lse);
+  c.p = p;
+  c.vec = detail::rows_16byte_aligned(cq) && detail::rows_16byte_aligned(ck) && detail::rows_16byte_aligned(cv);
+  c.prepass = {cq.data, ck.data, {q.stride[0], q.stride[1], q.stride[2]}, {k.stride[0], k.stride[1], k.stride[2]}, p};
+  detail::dispatch(attn, c, stream);
+}
+
+// The unnormalised monoid state of the keys in opt.keys (split-KV, cascade attention):
+// state.o [B, Hq, Nq, Dv], state.m and state.l [B, Hq, Nq], float device memory. Merge
+// states with cuda::merge_states and finish with cuda::finalize_state (merge.cuh).
+template <class Variant, class TQ, class TK, class TV>
+void run_partial(const Variant& attn, TensorView<TQ> q, TensorView<TK> k, TensorView<TV> v, const PartialState& state,
+                 const Options& opt = {}, cudaStream_t stream = nullptr) {
+  using T = std::remove_const_t<TQ>;
+  static_assert(std::is_same_v<T, std::remove_const_t<TK>> && std::is_same_v<T, std::remove_const_t<TV>>,
+                "attnkit::cuda::run_partial: q, k and v must have the same storage type");
+  detail::check_storage_types<T>();
+  static_assert(supports_mask<typename Variant::mask_type>,
+                "attnkit::cuda::run_partial: exact per-key TopK is not supported by the CUDA backend");
+  require(!opt.lse, "lse", "not produced by run_partial: finalize the merged state instead");
+  const TensorView<const T> cq = q, ck = k, cv = v;
+  const ProblemInfo p = make_problem(cq, ck, cv, state.o, opt);
+  detail::check_call(attn, p, opt);
+  require(state.m.data && state.l.data, "state", "m and l views are required");
+  require(state.m.shape == std::array<index_t, 3>{p.B, p.Hq, p.Nq} && state.l.shape == state.m.shape, "state",
+          "m and l must be [B, Hq, Nq]");
+  if (p.empty()) return;
+  for (const void* ptr : {(const void*)q.data, (const void*)k.data, (const void*)v.data, (const void*)state.o.data,
+                          (const void*)state.m.data, (const void*)state.l.data})
+    require_device_memory(ptr, "q/k/v/state");
+
+  detail::Call<T, float, detail::ContiguousKV<T, false>> c;
+  c.q = detail::seq_rows(cq);
+  c.kv = {detail::seq_rows(ck), detail::seq_rows(cv), int(p.Nk)};
+  c.o = detail::seq_rows(state.o);
+  c.m = detail::seq_rows(state.m);
+  c.l = detail::seq_rows(state.l);
+  c.partial = true;
+  c.p = p;
+  c.vec = detail::rows_16byte_aligned(cq) && detail::rows_16byte_aligned(ck) && detail::rows_16byte_aligned(cv);
+  c.prepass = {cq.data, ck.data, {q.stride[0], q.stride[1], q.stride[2]}, {k.stride[0], k.stride[1], k.stride[2]}, p};
+  detail::dispatch(attn, c, stream);
+}
+
+// Ragged batch: q, o [1, Hq, total_q, D]; k, v [1, Hkv, total_k, D]; sequence b owns rows
+// q_rows.offsets[b] .. [b + 1] and keys k_rows.offsets[b] .. [b + 1] (device int32 arrays).
+// opt.lse is [1, Hq, total_q]. Every sequence's queries sit bottom-right against its keys
+// unless opt.q_offset is set.
+template <class Variant, class TQ, class TK, class TV, class TO>
+void run_ragged(const Variant& attn, TensorView<TQ> q, TensorView<TK> k, TensorView<TV> v, TensorView<TO> o,
+                const RaggedRows& q_rows, const RaggedRows& k_rows, const Options& opt = {},
+                cudaStream_t stream = nullptr) {
+  using T = std::remove_const_t<TQ>;
+  static_assert(std::is_same_v<T, std::remove_const_t<TK>> && std::is_same_v<T, std::remove_const_t<TV>>,
+                "attnkit::cuda::run_ragged: q, k and v must have the same storage type");
+  detail::check_storage_types<T>();
+  detail::check_output_type<TO>();
+  detail::check_varlen_mask<Variant>();
+  const TensorView<const T> cq = q, ck = k, cv = v;
+  ProblemInfo p = make_problem(cq, ck, cv, o, opt);
+  require(q.shape[0] == 1, "q.shape", "a ragged batch is a batch-1 view with the sequences packed along its rows");
+  require(opt.keys.begin == 0 && opt.keys.end < 0, "keys", "key ranges are not supported for ragged batches");
+  detail::check_rows(q_rows, "q_rows", p.Nq);
+  detail::check_rows(k_rows, "k_rows", p.Nk);
+  require(k_rows.batch == q_rows.batch, "k_rows", "batch differs from q_rows");
+  p.B = q_rows.batch;
+  p.Nq = q_rows.max_rows;
+  p.Nk = k_rows.max_rows;
+  p.key_begin = 0, p.key_end = p.Nk;
+  if (!opt.q_offset) p.q_offset = p.Nk - p.Nq;
+  detail::check_call(attn, p, opt);
+  if (p.empty()) return;
+  for (const void* ptr : {(const void*)q.data, (const void*)k.data, (const void*)v.data, (const void*)o.data})
+    require_device_memory(ptr, "q/k/v/o");
+  require_device_memory(opt.lse.data, "lse");
+
+  detail::Call<T, TO, detail::ContiguousKV<T, true>> c;
+  c.q = detail::seq_rows(cq, q_rows.offsets);
+  c.kv = {detail::seq_rows(ck, k_rows.offsets), detail::seq_rows(cv, k_rows.offsets), 0};
+  c.o = detail::seq_rows(o, q_rows.offsets);
+  c.lse = detail::seq_rows(opt.lse, q_rows.offsets);
+  c.q_offset_given = opt.q_offset.has_value();
+  c.p = p;
+  c.vec = detail::rows_16byte_aligned(cq) && detail::rows_16byte_aligned(ck) && detail::rows_16byte_aligned(cv);
+  detail::dispatch(attn, c, stream);
+}
+
+// Paged KV cache: q, o [1, Hq, total_q, D] packed per q_rows; the keys of sequence b are the
+// first kv.seq_lens[b] tokens of its block-table row. Page ids, lengths and offsets are
+// device int32 arrays the host does not read: they must lie inside the pools and tables
+// the sizes in `kv` describe.
+template <class Variant, class TQ, class TKV, class TO>
+void run_paged(const Variant& attn, TensorView<TQ> q, const RaggedRows& q_rows, const PagedKV<TKV>& kv,
+               TensorView<TO> o, const Options& opt = {}, cudaStream_t stream = nullptr) {
+  using T = std::remove_const_t<TQ>;
+  static_assert(std::is_same_v<T, std::remove_const_t<TKV>>, "attnkit::cuda::run_paged: q and the cache must have the same storage type");
+  detail::check_storage_types<T>();
+  detail::check_output_type<TO>();
+  detail::check_varlen_mask<Variant>();
+  const PagedKV<const T> ckv = kv;
+  // The cache as a view of its longest sequence, for the shape checks of make_problem.
+  const TensorView<const T> k_shape{ckv.k.data, {1, kv.heads, kv.max_len, kv.dim}, {0, 0, 0}};
+  const TensorView<const T> v_shape{ckv.v.data, {1, kv.heads, kv.max_len, kv.dim_v}, {0, 0, 0}};
+  const TensorView<const T> cq = q;
+  ProblemInfo p = make_problem(cq, k_shape, v_shape, o, opt);
+  require(q.shape[0] == 1, "q.shape", "queries of a paged batch are a batch-1 view with the sequences packed along its rows");
+  require(opt.keys.begin == 0 && opt.keys.end < 0, "keys", "key ranges are not supported for paged batches");
+  detail::check_rows(q_rows, "q_rows", p.Nq);
+  require(kv.batch == q_rows.batch, "kv.batch", "differs from q_rows.batch");
+  require(kv.page_size > 0 && kv.pages >= 0, "kv.page_size", "must be positive");
+  require(kv.max_len >= 0 && kv.max_len <= kv.table_stride * kv.page_size, "kv.max_len",
+          "exceeds the pages a block-table row holds (table_stride x page_size)");
+  require(kv.batch == 0 || (kv.block_table && kv.seq_lens), "kv", "block_table and seq_lens are required");
+  for (const void* ptr : {(const void*)kv.k.data, (const void*)kv.v.data, (const void*)kv.block_table, (const void*)kv.seq_lens})
+    require_device_memory(ptr, "kv");
+  p.B = q_rows.batch;
+  p.Nq = q_rows.max_rows;
+  p.Nk = kv.max_len;
+  p.key_begin = 0, p.key_end = p.Nk;
+  if (!opt.q_offset) p.q_offset = p.Nk - p.Nq;
+  detail::check_call(attn, p, opt);
+  if (p.empty()) return;
+  require_device_memory(q.data, "q");
+  require_device_memory(o.data, "o");
+  require_device_memory(opt.lse.data, "lse");
+
+  detail::Call<T, TO, detail::PagedSource<T>> c;
+  c.q = detail::seq_rows(cq, q_rows.offsets);
+  c.kv = {ckv};
+  c.o = detail::seq_rows(o, q_rows.offsets);
+  c.lse = detail::seq_rows(opt.lse, q_rows.offsets);
+  c.q_offset_given = opt.q_offset.has_value();
+  c.p = p;
+  c.vec = detail::rows_16byte_aligned(cq) && detail::rows_16byte_aligned(ckv.k, kv.dim) &&
+          detail::rows_16byte_aligned(ckv.v, kv.dim_v);
+  detail::dispatch(attn, c, stream);
 }
 
 }  // namespace attnkit::cuda

@@ -1,0 +1,64 @@
+#pragma once
+// Where the kernels find a sequence's rows: dense strided batches, ragged batches packed
+// along the sequence axis (cumulative offsets), and paged key/value caches. The kernels are
+// templated on the key/value source, so each layout compiles to its own address arithmetic.
+#include <cstdint>
+
+#include "../core/paged.hpp"
+#include "../core/tensor.hpp"
+
+namespace attnkit::cuda::detail {
+
+// Rows of a query-side operand (q, o, lse): row i of sequence b, head h. Ragged batches
+// are batch-1 views with sequence b starting at row offsets[b].
+template <class T>
+struct SeqRows {
+  T* data = nullptr;
+  std::int64_t s[3] = {0, 0, 0};             // batch, head, row strides (elements)
+  const std::int32_t* offsets = nullptr;     // ragged: [B + 1]; null: dense batch
+
+  __device__ __forceinline__ T* row(int b, int h, int i) const {
+    if (offsets) return data + h * s[1] + (std::int64_t(offsets[b]) + i) * s[2];
+    return data + b * s[0] + h * s[1] + std::int64_t(i) * s[2];
+  }
+  __device__ __forceinline__ int length(int b, int uniform) const {
+    return offsets ? offsets[b + 1] - offsets[b] : uniform;
+  }
+};
+
+template <class T>
+SeqRows<T> seq_rows(const TensorView<T>& t, const std::int32_t* offsets = nullptr) {
+  return {t.data, {t.stride[0], t.stride[1], t.stride[2]}, offsets};
+}
+inline SeqRows<float> seq_rows(const RowView& t, const std::int32_t* offsets = nullptr) {
+  return {t.data, {t.stride[0], t.stride[1], t.stride[2]}, offsets};
+}
+
+// Keys and values in strided tensors (dense batch, or ragged with offsets).
+template <class T, bool Ragged>
+struct ContiguousKV {
+  static constexpr bool varlen = Ragged;
+  SeqRows<const T> k, v;
+  int nk = 0;  // dense: keys per sequence
+
+  __device__ __forceinline__ int length(int b) const { return k.length(b, nk); }
+  __device__ __forceinline__ const T* k_row(int b, int h, int j) const { return k.row(b, h, j); }
+  __device__ __forceinline__ const T* v_row(int b, int h, int j) const { return v.row(b, h, j); }
+  __device__ __forceinline__ const T* any() const { return k.data; }  // a valid address for 0-byte copies
+  __device__ __forceinline__ const T* any_v() const { return v.data; }
+};
+
+// Keys and values in page pools addressed through a block table.
+template <class T>
+struct PagedSource {
+  static constexpr bool varlen = true;
+  PagedKV<const T> kv;
+
+  __device__ __forceinline__ int length(int b) const { return kv.seq_lens[b]; }
+  __device__ __forceinline__ const T* k_row(int b, int h, int j) const { return kv.k_row(b, h, j); }
+  __device__ __forceinline__ const T* v_row(int b, int h, int j) const { return kv.v_row(b, h, j); }
+  __device__ __forceinline__ const T* any() const { return kv.k.data; }
+  __device__ __forceinline__ const T* any_v() const { return kv.v.data; }
+};
+
+}  // namespace attnkit::cuda::detail
