@@ -24,6 +24,7 @@
 #include <streambuf>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 namespace attnkit_bench {
@@ -41,6 +42,7 @@ struct Config {
   int ref_reps = 3;  // repetitions of the dense reference (~0.6 s per call at N=4096, D=128)
   double min_time = 0.3;
   bool check = false;     // compare each variant once with the fp64 reference (slow at large N)
+  index_t decode_kv = 32768;  // decode benchmarks: keys per sequence (0: none)
   std::string table_out;  // markdown table + header + raw console output
   std::string command;    // the command line, for the table header
 };
@@ -75,6 +77,8 @@ inline void print_usage() {
       "  --ref_reps=3         repetitions of the dense Eigen reference           ATTNKIT_BENCH_REF_REPS\n"
       "  --min_time=0.3       seconds per repetition                             ATTNKIT_BENCH_MIN_TIME\n"
       "  --table_out=FILE     write the markdown table (+ header, raw output)    ATTNKIT_BENCH_TABLE_OUT\n"
+      "  --decode_kv=32768    KV length of the decode / stream-bandwidth rows     ATTNKIT_BENCH_DECODE_KV\n"
+      "                       (0 skips them)\n"
       "  --check=1            also check each variant once against the fp64      ATTNKIT_BENCH_CHECK\n"
       "                       reference (counter rel_err; slow for N >= 4096)\n"
       "Use --benchmark_filter=REGEX to pick benchmarks (names: variant/dtype/N:../H:../T:..).\n");
@@ -99,6 +103,8 @@ inline Config& parse_args(int& argc, char** argv) {
       c.min_time = std::stod(val);
     else if (key == "table_out")
       c.table_out = val;
+    else if (key == "decode_kv")
+      c.decode_kv = std::stoll(val);
     else if (key == "check")
       c.check = val != "0" && val != "false";
     else
@@ -109,7 +115,8 @@ inline Config& parse_args(int& argc, char** argv) {
       {"threads", "ATTNKIT_BENCH_THREADS"},     {"sizes", "ATTNKIT_BENCH_SIZES"},
       {"heads", "ATTNKIT_BENCH_HEADS"},         {"reps", "ATTNKIT_BENCH_REPS"},
       {"ref_reps", "ATTNKIT_BENCH_REF_REPS"},   {"min_time", "ATTNKIT_BENCH_MIN_TIME"},
-      {"table_out", "ATTNKIT_BENCH_TABLE_OUT"}, {"check", "ATTNKIT_BENCH_CHECK"}};
+      {"table_out", "ATTNKIT_BENCH_TABLE_OUT"}, {"check", "ATTNKIT_BENCH_CHECK"},
+      {"decode_kv", "ATTNKIT_BENCH_DECODE_KV"}};
   for (const auto& [key, var] : envs)
     if (const char* v = env(var)) apply(key, v);
   int out = 1;
@@ -216,7 +223,9 @@ double allowed_pairs(const Variant& attn, const Inputs& in) {
 
 // ------------------------------------------------------------------------------- registry
 
-enum class Kind { attention, reference, sgemm };
+// attention / reference / sgemm rows go to the GFLOP/s table, stream / decode rows (bytes
+// read per second) to the bandwidth table.
+enum class Kind { attention, reference, sgemm, stream, decode };
 
 // What the table needs to know about one registered benchmark.
 struct Entry {
@@ -227,6 +236,7 @@ struct Entry {
   int threads = 1;
   double flops = 0;    // useful flops per call (allowed pairs x 4 x D)
   double density = 0;  // allowed pairs / (H N^2)
+  double bytes = 0;    // bandwidth rows: bytes read per call (decode: K + V)
   bool warmed = false;
   double rel_err = -1;  // vs the fp64 reference, with --check
   std::string error;
@@ -440,6 +450,7 @@ inline std::string make_table(const TableReporter& rep) {
     << "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const auto& name : rep.order()) {
     const Entry& e = registry()[name];
+    if (e.kind == Kind::stream || e.kind == Kind::decode) continue;
     const Row& r = rep.row(name);
     const double g = gflops(name);
     const Row* sg = find(Kind::sgemm, "eigen sgemm (ceiling)", e.N, e.threads);
@@ -455,6 +466,42 @@ inline std::string make_table(const TableReporter& rep) {
   for (const auto& [name, e] : registry())
     if (!e.error.empty()) t << "\nERROR " << name << ": " << e.error << "\n";
   return t.str();
+}
+
+// Bandwidth table: stream read and decode rows, GB/s of bytes read, ratio to the stream read
+// of the same thread count.
+inline std::string make_bandwidth_table(const TableReporter& rep) {
+  auto gbs = [&](const std::string& name) {
+    const Row& r = rep.row(name);
+    return r.seconds > 0 ? registry()[name].bytes / r.seconds * 1e-9 : 0.0;
+  };
+  std::ostringstream t;
+  bool any = false;
+  for (const auto& name : rep.order()) {
+    const Entry& e = registry()[name];
+    if (e.kind != Kind::stream && e.kind != Kind::decode) continue;
+    if (!any)
+      t << "| bandwidth row | dtype | KV | T | time ms | MB read | GB/s | vs stream read |\n"
+        << "|---|---|---:|---:|---:|---:|---:|---:|\n";
+    any = true;
+    std::string ratio = "-";
+    for (const auto& other : rep.order()) {
+      const Entry& s = registry()[other];
+      if (s.kind == Kind::stream && s.threads == e.threads) ratio = fmt(gbs(name) / gbs(other), 2);
+    }
+    t << "| " << e.label << " | " << e.dtype << " | " << (e.kind == Kind::decode ? std::to_string(e.N) : "-") << " | "
+      << e.threads << " | " << fmt(rep.row(name).seconds * 1e3, 2) << " | " << fmt(e.bytes * 1e-6, 0) << " | "
+      << fmt(gbs(name), 1) << " | " << ratio << " |\n";
+  }
+  return t.str();
+}
+
+inline std::string bandwidth_notes() {
+  return "Decode rows: B=1, one query per sequence, D=128, KV = keys per sequence; bytes = K + V read "
+         "(Hkv x KV x D x 2 x element size), through attnkit::cpu::run (dense [1, H, KV, D] cache) or "
+         "cpu::run_paged (NHD pool, 16-token pages in shuffled order). stream read = a vectorised sum over "
+         "a 1 GiB float array split over T threads (the machine's read bandwidth). vs stream read = GB/s "
+         "ratio to the stream read row of the same T.";
 }
 
 inline std::string table_notes() {

@@ -128,6 +128,139 @@ void add_sgemm(index_t N, int threads) {
             ab::config().reps);
 }
 
+// ------------------------------------------------------------------ read bandwidth and decode
+
+// Fills x with uniform values in [-1, 1) (xorshift: the decode caches hold up to 2^28 elements).
+template <class T>
+void fill_uniform(std::vector<T>& x, std::uint32_t seed) {
+  std::uint32_t r = seed | 1u;
+  for (auto& e : x) {
+    r ^= r << 13, r ^= r >> 17, r ^= r << 5;
+    e = from_float<T>(float(r >> 8) * (2.f / 16777216.f) - 1.f);
+  }
+}
+
+// The machine's read bandwidth: a vectorised sum over a 1 GiB float array (far beyond the
+// LLC), split into T contiguous parts on T threads.
+void bench_stream(benchmark::State& st, const std::string& name) {
+  Entry& e = ab::registry()[name];
+  static std::vector<float> data;
+  const index_t n = index_t(1) << 28;
+  if (data.empty()) fill_uniform(data = std::vector<float>(std::size_t(n)), 3);
+  e.bytes = double(n) * sizeof(float);
+  const int T = e.threads;
+  std::vector<float> part(static_cast<std::size_t>(T));
+  auto once = [&] {
+    cpu::parallel_for(T, T, [&](index_t t, index_t, int) {
+      constexpr index_t W = cpu::simd_width;
+      const index_t lo = n * t / T, hi = n * (t + 1) / T;
+      cpu::vfloat a0(0.f), a1(0.f), a2(0.f), a3(0.f);
+      const float* x = data.data();
+      for (index_t i = lo; i + 4 * W <= hi; i += 4 * W) {
+        a0 += cpu::vfloat::load_unaligned(x + i), a1 += cpu::vfloat::load_unaligned(x + i + W);
+        a2 += cpu::vfloat::load_unaligned(x + i + 2 * W), a3 += cpu::vfloat::load_unaligned(x + i + 3 * W);
+      }
+      part[std::size_t(t)] = xsimd::hadd((a0 + a1) + (a2 + a3));
+    });
+    benchmark::DoNotOptimize(part.data());
+    benchmark::ClobberMemory();
+  };
+  once();
+  for (auto _ : st) once();
+}
+
+void add_stream(int threads) {
+  const std::string name = "stream_read/T:" + std::to_string(threads);
+  ab::registry()[name] = ab::make_entry("stream read (1 GiB sum)", "f32", Kind::stream, 0, threads);
+  configure(benchmark::RegisterBenchmark(name.c_str(), [name](benchmark::State& st) { bench_stream(st, name); }),
+            ab::config().reps);
+}
+
+// One decoding step's inputs: q [1, Hq, 1, D] and a KV cache of `kv` tokens per kv head, both
+// as a dense [1, Hkv, kv, D] view and as an NHD pool of 16-token pages in shuffled order.
+template <class T>
+struct DecodeInputs {
+  static constexpr index_t page = 16;
+  index_t Hq, Hkv, kv, D;
+  std::vector<T> q, k, v, kpool, vpool;
+  std::vector<std::int32_t> table, lens, qoff{0, 1};
+  DecodeInputs(index_t hq, index_t hkv, index_t n, index_t d, bool paged) : Hq(hq), Hkv(hkv), kv(n), D(d) {
+    q.resize(std::size_t(Hq * D));
+    fill_uniform(q, 1);
+    if (!paged) {
+      k.resize(std::size_t(Hkv * kv * D)), v.resize(k.size());
+      fill_uniform(k, 2), fill_uniform(v, 3);
+      return;
+    }
+    const index_t pages = (kv + page - 1) / page;
+    table.resize(std::size_t(pages));
+    std::iota(table.begin(), table.end(), 0);
+    std::shuffle(table.begin(), table.end(), std::mt19937(5));
+    kpool.resize(std::size_t(pages * page * Hkv * D)), vpool.resize(kpool.size());
+    fill_uniform(kpool, 2), fill_uniform(vpool, 3);
+    lens = {std::int32_t(kv)};
+  }
+  PagedKV<const T> cache() const {
+    const index_t pages = index_t(table.size());
+    return {pool_nhd<const T>(kpool.data(), page, Hkv, D), pool_nhd<const T>(vpool.data(), page, Hkv, D), table.data(),
+            lens.data(), 1, Hkv, D, D, page, pages, pages, kv};
+  }
+};
+
+// The inputs of the most recent decode configuration only: caches of up to 1 GiB are not kept.
+template <class T>
+const DecodeInputs<T>& decode_inputs(index_t hq, index_t hkv, index_t kv, bool paged) {
+  static std::unique_ptr<DecodeInputs<T>> cur;
+  static std::tuple<index_t, index_t, index_t, bool> key{-1, -1, -1, false};
+  if (!cur || key != std::make_tuple(hq, hkv, kv, paged)) {
+    cur.reset();
+    cur = std::make_unique<DecodeInputs<T>>(hq, hkv, kv, ab::config().D, paged);
+    key = {hq, hkv, kv, paged};
+  }
+  return *cur;
+}
+
+template <class T>
+void bench_decode(benchmark::State& st, const std::string& name, index_t hq, index_t hkv, bool paged) {
+  Entry& e = ab::registry()[name];
+  try {
+    const DecodeInputs<T>& in = decode_inputs<T>(hq, hkv, e.N, paged);
+    e.bytes = 2.0 * double(hkv) * double(e.N) * double(in.D) * sizeof(T);
+    std::vector<float> out(std::size_t(hq * in.D));
+    const auto attn = make_attention(Softmax{}, Causal{});
+    const auto Q = bhsd(in.q.data(), 1, hq, 1, in.D);
+    const auto O = bhsd(out.data(), 1, hq, 1, in.D);
+    Options opt;
+    opt.threads = e.threads;
+    auto once = [&] {
+      if (paged) cpu::run_paged(attn, Q, RaggedRows{in.qoff.data(), 1, 1}, in.cache(), O, opt);
+      else cpu::run(attn, Q, bhsd(in.k.data(), 1, hkv, e.N, in.D), bhsd(in.v.data(), 1, hkv, e.N, in.D), O, opt);
+    };
+    once();
+    if (!ab::all_finite(out)) return st.SkipWithError("non-finite output");
+    for (auto _ : st) {
+      once();
+      benchmark::ClobberMemory();
+    }
+  } catch (const std::exception& ex) {
+    return st.SkipWithError(ex.what());
+  }
+}
+
+template <class T>
+void add_decode(index_t hq, index_t hkv, bool paged, index_t kv, int threads) {
+  const std::string shape = std::to_string(hq) + "/" + std::to_string(hkv);
+  const std::string name = std::string("decode/") + (paged ? "paged16" : "dense") + "/Hq:" + std::to_string(hq) +
+                           "/Hkv:" + std::to_string(hkv) + "/" + dtype_name<T> + "/KV:" + std::to_string(kv) +
+                           "/T:" + std::to_string(threads);
+  const std::string label = std::string("decode ") + (hq == hkv ? "MHA " : "GQA ") + shape + " heads, " +
+                            (paged ? "paged (16)" : "dense");
+  ab::registry()[name] = ab::make_entry(label, dtype_name<T>, Kind::decode, kv, threads);
+  configure(benchmark::RegisterBenchmark(
+                name.c_str(), [name, hq, hkv, paged](benchmark::State& st) { bench_decode<T>(st, name, hq, hkv, paged); }),
+            ab::config().reps);
+}
+
 // ------------------------------------------------------------------ mask data
 
 // Causal sliding window whose density (allowed pairs / N^2) is closest to `target`.
@@ -226,6 +359,16 @@ void register_all(const ab::Config& cfg) {
       add_reference("reference softmax causal", "reference/softmax/causal", make_attention(Softmax{}, Causal{}), N, T);
       add_sgemm(N, T);
     }
+  // Bandwidth rows: the machine's read bandwidth, then decoding steps against it. Grouped by
+  // configuration so each cache is built once.
+  if (cfg.decode_kv > 0) {
+    for (const int T : cfg.threads) add_stream(T);
+    for (const auto& [hq, hkv] : {std::pair<index_t, index_t>{32, 8}, {32, 32}})
+      for (const bool paged : {false, true}) {
+        for (const int T : cfg.threads) add_decode<float>(hq, hkv, paged, cfg.decode_kv, T);
+        for (const int T : cfg.threads) add_decode<bfloat16>(hq, hkv, paged, cfg.decode_kv, T);
+      }
+  }
 }
 
 }  // namespace
@@ -249,8 +392,8 @@ int main(int argc, char** argv) {
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   out.flush();
 
-  const std::string table = ab::make_table(reporter);
-  std::cout << "\n" << table << std::flush;
+  const std::string table = ab::make_table(reporter), bandwidth = ab::make_bandwidth_table(reporter);
+  std::cout << "\n" << table << (bandwidth.empty() ? "" : "\n" + bandwidth) << std::flush;
 
   if (!cfg.table_out.empty()) {
     std::ofstream f(cfg.table_out);
@@ -263,6 +406,7 @@ int main(int argc, char** argv) {
       << "- machine load: before the run " << load_before << "; after " << ab::load_info() << "\n\n"
       << ab::table_notes() << "\n\n"
       << table << "\n"
+      << (bandwidth.empty() ? "" : ab::bandwidth_notes() + "\n\n" + bandwidth + "\n")
       << "<details><summary>raw console output</summary>\n\n```\n"
       << raw.str() << "```\n\n</details>\n";
     if (!f) {
