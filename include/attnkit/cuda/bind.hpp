@@ -11,6 +11,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <mutex>
 
 #include "../core/problem.hpp"
 #include "../mask/block.hpp"
@@ -43,6 +44,30 @@ struct PrepassInputs {
   ProblemInfo p;
 };
 
+// attnkit's own stream-ordered memory pool of the current device. It keeps up to 256 MB
+// cached between calls: the default pool returns memory to the driver at every
+// synchronisation, and re-mapping it costs tens of microseconds per call, which a decode
+// step of a millisecond notices. A pool of our own leaves the caller's default pool alone.
+inline cudaMemPool_t scratch_pool() {
+  constexpr int max_devices = 64;
+  static cudaMemPool_t pools[max_devices] = {};
+  static std::mutex mutex;
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  require(dev < max_devices, "device", "attnkit supports device ordinals below 64");
+  std::lock_guard<std::mutex> lock(mutex);
+  if (!pools[dev]) {
+    cudaMemPoolProps props{};
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = dev;
+    check(cudaMemPoolCreate(&pools[dev], &props), "cudaMemPoolCreate");
+    std::uint64_t keep = std::uint64_t(256) << 20;
+    check(cudaMemPoolSetAttribute(pools[dev], cudaMemPoolAttrReleaseThreshold, &keep), "cudaMemPoolSetAttribute");
+  }
+  return pools[dev];
+}
+
 // Stream-ordered scratch memory, released after the attention launch.
 class Workspace {
  public:
@@ -56,7 +81,8 @@ class Workspace {
   U* alloc(std::size_t count) {
     require(n_ < max_buffers, "mask", "too many workspace buffers for one mask");
     void* p = nullptr;
-    check(cudaMallocAsync(&p, (count ? count : 1) * sizeof(U), stream_), "cudaMallocAsync(workspace)");
+    check(cudaMallocFromPoolAsync(&p, (count ? count : 1) * sizeof(U), scratch_pool(), stream_),
+          "cudaMallocFromPoolAsync(workspace)");
     ptrs_[n_++] = p;
     return static_cast<U*>(p);
   }

@@ -76,7 +76,14 @@ __global__ void __launch_bounds__(Tiles::threads) decode_kernel(const DecodeArgs
   T* sKV = sQ + Tiles::rows * HD;
 
   const int split = blockIdx.x, hk = blockIdx.y / a.row_chunks, chunk = blockIdx.y % a.row_chunks, b = blockIdx.z;
-  const ProblemInfo p = sequence_problem(a.p, a.q, a.kv, a.q_offset_given, b);
+  ProblemInfo p_seq = a.p;
+  Score score_seq = a.score;
+  if constexpr (KV::varlen) {
+    p_seq = sequence_problem(a.p, a.q, a.kv, a.q_offset_given, b);
+    score_seq = score_for_keys(a.score, p_seq.Nk);
+  }
+  const ProblemInfo& p = KV::varlen ? p_seq : a.p;
+  const Score& score = KV::varlen ? score_seq : a.score;
   const int group = int(p.group()), nq = int(p.Nq), Nk = int(p.Nk), D = int(p.D), Dv = int(p.Dv);
   const int r0 = chunk * Tiles::rows, n_rows = min(Tiles::rows, group * nq - r0);
   if (n_rows <= 0) return;  // this sequence has fewer rows
@@ -103,11 +110,12 @@ __global__ void __launch_bounds__(Tiles::threads) decode_kernel(const DecodeArgs
     while (kt < kt_end && tile_kind(kt) == TileKind::skip) ++kt;
     return kt;
   };
+  const auto k_rows = a.kv.k_rows(b, hk);
+  const auto v_rows = a.kv.v_rows(b, hk);
   const auto load_kv = [&](int kt, int stage) {
     T* sK = sKV + stage * Tiles::stage_elems;
-    load_tile<HD, BN, NT>(sK, [&](int j) { return a.kv.k_row(b, hk, j); }, a.kv.any(), kt * BN, Nk, D, a.vec);
-    load_tile<HD, BN, NT>(sK + BN * HD, [&](int j) { return a.kv.v_row(b, hk, j); }, a.kv.any_v(), kt * BN, Nk, Dv,
-                          a.vec);
+    load_tile<HD, BN, NT>(sK, k_rows, a.kv.any(), kt * BN, Nk, D, a.vec);
+    load_tile<HD, BN, NT>(sK + BN * HD, v_rows, a.kv.any_v(), kt * BN, Nk, Dv, a.vec);
   };
 
   // Rows of this thread (the same rows in every warp): r = 0 -> row g, r = 1 -> g + 8.
@@ -142,7 +150,7 @@ __global__ void __launch_bounds__(Tiles::threads) decode_kernel(const DecodeArgs
     for (int r = 0; r < 2; ++r) {
       cnt[r] += __shfl_xor_sync(0xffffffffu, cnt[r], 1);
       cnt[r] += __shfl_xor_sync(0xffffffffu, cnt[r], 2);
-      lambda[r] = score_row_scale<float>(a.score, cnt[r]);
+      lambda[r] = score_row_scale<float>(score, cnt[r]);
     }
   }
 
@@ -179,7 +187,7 @@ __global__ void __launch_bounds__(Tiles::threads) decode_kernel(const DecodeArgs
           for (int r = 0; r < 4; ++r) {
             const int col = ks * 16 + 2 * t + (r / 2) * 8;
             const float2 x = ptx::unpack2<T>(qf[ks][r]);
-            qf[ks][r] = ptx::pack2<T>(col < D ? a.score.feature(x.x) : 0.f, col + 1 < D ? a.score.feature(x.y) : 0.f);
+            qf[ks][r] = ptx::pack2<T>(col < D ? score.feature(x.x) : 0.f, col + 1 < D ? score.feature(x.y) : 0.f);
           }
         }
       }
@@ -194,7 +202,7 @@ __global__ void __launch_bounds__(Tiles::threads) decode_kernel(const DecodeArgs
         const int col = e % HD;
         if (col < D) {
           T& x = sK[swz<HD>(kw + e / HD, col)];
-          x = ptx::from_f32<T>(a.score.feature(ptx::to_f32(x)));
+          x = ptx::from_f32<T>(score.feature(ptx::to_f32(x)));
         }
       }
       __syncwarp();
@@ -245,7 +253,7 @@ __global__ void __launch_bounds__(Tiles::threads) decode_kernel(const DecodeArgs
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         m_use[r] = mx == neg_inf ? 0.f : mx;
         if constexpr (base2) alpha[r] = exp2f(m[r] - m_use[r]);
-        else alpha[r] = m[r] == neg_inf ? 0.f : a.score.weight(m[r], m_use[r], 1.f);
+        else alpha[r] = m[r] == neg_inf ? 0.f : score.weight(m[r], m_use[r], 1.f);
         m[r] = mx;
       }
     }
@@ -258,7 +266,7 @@ __global__ void __launch_bounds__(Tiles::threads) decode_kernel(const DecodeArgs
       for (int e = 0; e < 4; ++e) {
         const int r = e / 2;
         if constexpr (base2) w[e] = exp2f(s[n][e] - m_use[r]);
-        else w[e] = s[n][e] == neg_inf ? 0.f : a.score.weight(s[n][e], m_use[r], lambda[r]);
+        else w[e] = s[n][e] == neg_inf ? 0.f : score.weight(s[n][e], m_use[r], lambda[r]);
         l[r] += w[e];
       }
       pf[2 * n] = ptx::pack2<T>(w[0], w[1]);

@@ -124,7 +124,15 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   T* sV = sK + BN * HD;
 
   const int b = blockIdx.z;
-  const ProblemInfo p = sequence_problem(a.p, a.q, a.kv, a.q_offset_given, b);
+  // Ragged and paged batches: this sequence's lengths and score (dense batches read a.p as is).
+  ProblemInfo p_seq = a.p;
+  Score score_seq = a.score;
+  if constexpr (KV::varlen) {
+    p_seq = sequence_problem(a.p, a.q, a.kv, a.q_offset_given, b);
+    score_seq = score_for_keys(a.score, p_seq.Nk);
+  }
+  const ProblemInfo& p = KV::varlen ? p_seq : a.p;
+  const Score& score = KV::varlen ? score_seq : a.score;
   const float scale_unit = p.scale * logit_unit;
   const int qtile = int(gridDim.x - 1 - blockIdx.x);  // longest (causal) tiles first
   const int h = blockIdx.y, hk = int(h / p.group());
@@ -137,9 +145,9 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   const auto mask = DeviceBinder<typename Variant::mask_type>::bind(a.attn.mask, a.bind, p, b, h, hk);
   using MaskT = std::remove_cv_t<decltype(mask)>;
 
-  const auto q_row = [&](int i) { return a.q.row(b, h, i); };
-  const auto k_row = [&](int j) { return a.kv.k_row(b, hk, j); };
-  const auto v_row = [&](int j) { return a.kv.v_row(b, hk, j); };
+  const auto q_row = a.q.rows(b, h);
+  const auto k_row = a.kv.k_rows(b, hk);
+  const auto v_row = a.kv.v_rows(b, hk);
 
   // Key tiles this query tile may touch.
   const int rows_here = min(BM, Nq - i0);
@@ -188,7 +196,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
       for (int r = 0; r < 4; ++r) {
         const int col = ks * 16 + 2 * t + (r / 2) * 8;
         const float2 x = ptx::unpack2<T>(qf[ks][r]);
-        qf[ks][r] = ptx::pack2<T>(col < D ? a.score.feature(x.x) : 0.f, col + 1 < D ? a.score.feature(x.y) : 0.f);
+        qf[ks][r] = ptx::pack2<T>(col < D ? score.feature(x.x) : 0.f, col + 1 < D ? score.feature(x.y) : 0.f);
       }
     }
   }
@@ -229,7 +237,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     for (int r = 0; r < 2; ++r) {
       cnt[r] += __shfl_xor_sync(0xffffffffu, cnt[r], 1);
       cnt[r] += __shfl_xor_sync(0xffffffffu, cnt[r], 2);
-      lambda[r] = score_row_scale<float>(a.score, cnt[r]);
+      lambda[r] = score_row_scale<float>(score, cnt[r]);
     }
   }
 
@@ -249,7 +257,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
         const int r = e / HD, col = e % HD;
         if (col < D) {
           T& x = sK[swz<HD>(r, col)];
-          x = ptx::from_f32<T>(a.score.feature(ptx::to_f32(x)));
+          x = ptx::from_f32<T>(score.feature(ptx::to_f32(x)));
         }
       }
       __syncthreads();
@@ -334,7 +342,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         m_use[r] = mx == neg_inf ? 0.f : mx;
         if constexpr (base2) alpha[r] = exp2f(m[r] - m_use[r]);  // m = -inf: 0
-        else alpha[r] = m[r] == neg_inf ? 0.f : a.score.weight(m[r], m_use[r], 1.f);
+        else alpha[r] = m[r] == neg_inf ? 0.f : score.weight(m[r], m_use[r], 1.f);
         m[r] = mx;
       }
     }
@@ -348,7 +356,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
       for (int e = 0; e < 4; ++e) {
         const int r = e / 2;
         if constexpr (base2) w[e] = exp2f(s[n][e] - m_use[r]);  // -inf: 0
-        else w[e] = s[n][e] == neg_inf ? 0.f : a.score.weight(s[n][e], m_use[r], lambda[r]);
+        else w[e] = s[n][e] == neg_inf ? 0.f : score.weight(s[n][e], m_use[r], lambda[r]);
         l[r] += w[e];
       }
       pf[n / 2][(n & 1) * 2 + 0] = ptx::pack2<T>(w[0], w[1]);
@@ -406,7 +414,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
         continue;
       }
     }
-    const float f = a.score.finalize_factor(m[r], l[r]);
+    const float f = score.finalize_factor(m[r], l[r]);
     TO* orow = a.o.row(b, h, row_i[r]);
 #pragma unroll
     for (int n = 0; n < ON; ++n) {

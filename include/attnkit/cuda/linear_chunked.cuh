@@ -11,6 +11,7 @@
 #include "../core/math.hpp"
 #include "../core/problem.hpp"
 #include "ptx.hpp"
+#include "sequences.cuh"
 
 namespace attnkit::cuda::detail {
 
@@ -25,11 +26,8 @@ struct LinearChunkTiles {
 
 template <class Score, class T, class TO>
 struct LinearArgs {
-  const T* q;
-  const T* k;
-  const T* v;
-  TO* o;
-  std::int64_t qs[3], ks[3], vs[3], os[3];
+  SeqRows<const T> q, k, v;  // dense batches (the ragged forms take the quadratic kernel)
+  SeqRows<TO> o;
   ProblemInfo p;
   Score score;
   bool causal;
@@ -51,10 +49,10 @@ __global__ void __launch_bounds__(LinearChunkTiles::threads) linear_chunked_kern
   const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z, hk = int(h / p.group());
   const int D = int(p.D), Dv = int(p.Dv), Nq = int(p.Nq), Nk = int(p.Nk), c0 = split * DVS;
   const int tid = threadIdx.x;
-  const T* qh = a.q + b * a.qs[0] + h * a.qs[1];
-  const T* kh = a.k + b * a.ks[0] + hk * a.ks[1];
-  const T* vh = a.v + b * a.vs[0] + hk * a.vs[1];
-  TO* oh = a.o + b * a.os[0] + h * a.os[1];
+  const T* qh = a.q.row(b, h, 0);
+  const T* kh = a.k.row(b, hk, 0);
+  const T* vh = a.v.row(b, hk, 0);
+  TO* oh = a.o.row(b, h, 0);
 
   for (int e = tid; e < MD * DVS; e += NT) sS[e] = 0.f;
   for (int e = tid; e < MD; e += NT) sz[e] = 0.f;
@@ -87,17 +85,17 @@ __global__ void __launch_bounds__(LinearChunkTiles::threads) linear_chunked_kern
           }
         }
       }
-      if (c0 + c < Dv) oh[std::int64_t(i0 + r) * a.os[2] + c0 + c] = ptx::from_f32<TO>(num * a.score.finalize_factor(0.f, den));
+      if (c0 + c < Dv) oh[std::int64_t(i0 + r) * a.o.s[2] + c0 + c] = ptx::from_f32<TO>(num * a.score.finalize_factor(0.f, den));
     }
   };
 
   for (int j0 = 0; j0 < Nk; j0 += C) {
     const int nk = min(C, Nk - j0);
     __syncthreads();  // previous chunk's readers are done
-    load_phi(sK, kh, a.ks[2], j0, nk);
+    load_phi(sK, kh, a.k.s[2], j0, nk);
     for (int e = tid; e < C * DVS; e += NT) {
       const int r = e / DVS, c = e % DVS;
-      sV[e] = r < nk && c0 + c < Dv ? ptx::to_f32(vh[std::int64_t(j0 + r) * a.vs[2] + c0 + c]) : 0.f;
+      sV[e] = r < nk && c0 + c < Dv ? ptx::to_f32(vh[std::int64_t(j0 + r) * a.v.s[2] + c0 + c]) : 0.f;
     }
     // Queries whose position lies in this chunk: rows [i0, i0 + nq).
     int i0 = 0, nq = 0;
@@ -105,7 +103,7 @@ __global__ void __launch_bounds__(LinearChunkTiles::threads) linear_chunked_kern
       const index_t lo = j0 - p.q_offset, hi = j0 + nk - p.q_offset;
       i0 = int(lo < 0 ? 0 : (lo > Nq ? Nq : lo));
       nq = int(hi < 0 ? 0 : (hi > Nq ? Nq : hi)) - i0;
-      if (nq > 0) load_phi(sQ, qh, a.qs[2], i0, nq);
+      if (nq > 0) load_phi(sQ, qh, a.q.s[2], i0, nq);
     }
     __syncthreads();
     if (nq > 0) {
@@ -141,7 +139,7 @@ __global__ void __launch_bounds__(LinearChunkTiles::threads) linear_chunked_kern
     const index_t first_pos = p.pos(i0), last_pos = p.pos(i0 + n - 1);
     if (a.causal && last_pos < Nk && first_pos >= 0) continue;  // written chunk by chunk
     __syncthreads();
-    load_phi(sQ, qh, a.qs[2], i0, n);
+    load_phi(sQ, qh, a.q.s[2], i0, n);
     __syncthreads();
     for (int e = tid; e < n * DVS; e += NT) {
       const int r = e / DVS, c = e % DVS;
@@ -155,7 +153,7 @@ __global__ void __launch_bounds__(LinearChunkTiles::threads) linear_chunked_kern
           den = fmaf(sQ[r * LD + d], sz[d], den);
         }
       }
-      if (c0 + c < Dv) oh[std::int64_t(i0 + r) * a.os[2] + c0 + c] = ptx::from_f32<TO>(num * a.score.finalize_factor(0.f, den));
+      if (c0 + c < Dv) oh[std::int64_t(i0 + r) * a.o.s[2] + c0 + c] = ptx::from_f32<TO>(num * a.score.finalize_factor(0.f, den));
     }
   }
 }

@@ -12,6 +12,8 @@
 // launches are asynchronous on `stream`.
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <bit>
 #include <string>
 #include <type_traits>
 
@@ -112,12 +114,26 @@ void launch_decode(const Variant& attn, const Score& score, const Call<T, TO, KV
   d.vec = c.vec;
   d.count_rows = score_needs_row_count(score);
   d.row_chunks = int((p.group() * p.Nq + Tiles::rows - 1) / Tiles::rows);
-  // Splits: enough CTAs for about four per SM, each at least 4 tiles of keys.
+  // Splits: every SM busy, and whole waves (the last wave of a memory-bound kernel that is
+  // mostly empty leaves bandwidth unused): the split count with the fullest last wave among
+  // one to four waves, each split at least 4 tiles of keys.
+  const auto kernel = decode_kernel<Tiles, Variant, Score, T, KV>;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tiles::smem_bytes),
+        "cudaFuncSetAttribute(decode_kernel)");
+  int per_sm = 0;
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Tiles::threads, Tiles::smem_bytes),
+        "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  const std::int64_t slots = std::int64_t(std::max(per_sm, 1)) * multiprocessors();
   const std::int64_t keys = p.key_end - p.key_begin;
   const std::int64_t units = p.B * p.Hkv * d.row_chunks;
-  const std::int64_t wanted = (4 * std::int64_t(multiprocessors()) + units - 1) / units;
-  const std::int64_t most = std::max<std::int64_t>(1, (keys + 4 * Tiles::BN - 1) / (4 * Tiles::BN));
-  std::int64_t splits = std::clamp<std::int64_t>(wanted, 1, std::min<std::int64_t>(most, 65535));
+  const std::int64_t most = std::clamp<std::int64_t>((keys + 4 * Tiles::BN - 1) / (4 * Tiles::BN), 1, 65535);
+  const std::int64_t fewest = std::clamp<std::int64_t>((slots + units - 1) / units, 1, most);
+  std::int64_t splits = fewest;
+  double best = 0;
+  for (std::int64_t s = fewest; s <= std::min(most, 4 * fewest); ++s) {
+    const double waves = double(units * s) / double(slots), fill = waves / std::ceil(waves);
+    if (fill > best + 1e-9) best = fill, splits = s;
+  }
   const std::int64_t split_len = std::max<std::int64_t>(Tiles::BN, (keys + splits - 1) / splits + Tiles::BN - 1) / Tiles::BN * Tiles::BN;
   splits = std::max<std::int64_t>(1, (keys + split_len - 1) / split_len);
   d.split_len = int(split_len);
@@ -127,9 +143,6 @@ void launch_decode(const Variant& attn, const Score& score, const Call<T, TO, KV
   d.part_o = ws.alloc<float>(rows * std::size_t(p.Dv));
   d.part_m = ws.alloc<float>(rows);
   d.part_l = ws.alloc<float>(rows);
-  const auto kernel = decode_kernel<Tiles, Variant, Score, T, KV>;
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tiles::smem_bytes),
-        "cudaFuncSetAttribute(decode_kernel)");
   const dim3 grid(unsigned(splits), unsigned(p.Hkv * d.row_chunks), unsigned(p.B));
   kernel<<<grid, Tiles::threads, Tiles::smem_bytes, stream>>>(d);
   check(cudaGetLastError(), "decode_kernel launch");
@@ -147,7 +160,9 @@ void dispatch(const Variant& attn, const Call<T, TO, KV>& c, cudaStream_t stream
   using Score = typename Variant::score_type;
   using MaskT = typename Variant::mask_type;
   const ProblemInfo& p = c.p;
-  const Score score = attn.score.resolve(p);
+  Score score = attn.score.resolve(p);  // validates
+  // Ragged and paged batches: scores that follow the key count resolve per sequence (score_for_keys).
+  if constexpr (KV::varlen && requires { { score.for_keys(index_t(0)) } -> std::same_as<Score>; }) score = attn.score;
 
   // Linear attention under a full or causal mask over all keys: the chunked O(N D Dv) form.
   constexpr bool chunkable = is_linear_score<Score>() && !KV::varlen &&
@@ -156,8 +171,7 @@ void dispatch(const Variant& attn, const Call<T, TO, KV>& c, cudaStream_t stream
     if (!c.partial && p.key_begin == 0 && p.key_end == p.Nk && p.group() * p.Nq > decode_max_rows) {
       using L = detail::LinearChunkTiles;
       detail::LinearArgs<Score, T, TO> la{};
-      la.q = c.q.data, la.k = c.kv.k.data, la.v = c.kv.v.data, la.o = c.o.data;
-      for (int d = 0; d < 3; ++d) la.qs[d] = c.q.s[d], la.ks[d] = c.kv.k.s[d], la.vs[d] = c.kv.v.s[d], la.os[d] = c.o.s[d];
+      la.q = c.q, la.k = c.kv.k, la.v = c.kv.v, la.o = c.o;
       la.p = p;
       la.score = score;
       la.causal = std::is_same_v<MaskT, Causal>;
@@ -380,7 +394,7 @@ void run_paged(const Variant& attn, TensorView<TQ> q, const RaggedRows& q_rows, 
 
   detail::Call<T, TO, detail::PagedSource<T>> c;
   c.q = detail::seq_rows(cq, q_rows.offsets);
-  c.kv = {ckv};
+  c.kv = {ckv, std::has_single_bit(std::uint64_t(kv.page_size)) ? std::countr_zero(std::uint64_t(kv.page_size)) : -1};
   c.o = detail::seq_rows(o, q_rows.offsets);
   c.lse = detail::seq_rows(opt.lse, q_rows.offsets);
   c.q_offset_given = opt.q_offset.has_value();

@@ -9,6 +9,27 @@
 
 namespace attnkit::cuda::detail {
 
+// Row j of one (sequence, head) of a strided tensor: the base pointer hoisted out of the loops.
+template <class T>
+struct StridedRows {
+  T* base;
+  std::int64_t stride;
+  __device__ __forceinline__ T* operator()(int j) const { return base + j * stride; }
+};
+
+// Row j of one (sequence, head) of a paged pool: one block-table read per row.
+template <class T>
+struct PagedRows {
+  PagePool<T> pool;
+  const std::int32_t* table;  // this sequence's block-table row
+  int page_size, head;
+  int page_shift;  // log2(page_size) for powers of two (the usual 16, 32, 64), else -1
+  __device__ __forceinline__ T* operator()(int j) const {
+    if (page_shift >= 0) return pool.at(table[j >> page_shift], j & (page_size - 1), head);
+    return pool.at(table[j / page_size], j % page_size, head);
+  }
+};
+
 // Rows of a query-side operand (q, o, lse): row i of sequence b, head h. Ragged batches
 // are batch-1 views with sequence b starting at row offsets[b].
 template <class T>
@@ -21,6 +42,7 @@ struct SeqRows {
     if (offsets) return data + h * s[1] + (std::int64_t(offsets[b]) + i) * s[2];
     return data + b * s[0] + h * s[1] + std::int64_t(i) * s[2];
   }
+  __device__ __forceinline__ StridedRows<T> rows(int b, int h) const { return {row(b, h, 0), s[2]}; }
   __device__ __forceinline__ int length(int b, int uniform) const {
     return offsets ? offsets[b + 1] - offsets[b] : uniform;
   }
@@ -42,8 +64,8 @@ struct ContiguousKV {
   int nk = 0;  // dense: keys per sequence
 
   __device__ __forceinline__ int length(int b) const { return k.length(b, nk); }
-  __device__ __forceinline__ const T* k_row(int b, int h, int j) const { return k.row(b, h, j); }
-  __device__ __forceinline__ const T* v_row(int b, int h, int j) const { return v.row(b, h, j); }
+  __device__ __forceinline__ StridedRows<const T> k_rows(int b, int h) const { return k.rows(b, h); }
+  __device__ __forceinline__ StridedRows<const T> v_rows(int b, int h) const { return v.rows(b, h); }
   __device__ __forceinline__ const T* any() const { return k.data; }  // a valid address for 0-byte copies
   __device__ __forceinline__ const T* any_v() const { return v.data; }
 };
@@ -55,8 +77,14 @@ struct PagedSource {
   PagedKV<const T> kv;
 
   __device__ __forceinline__ int length(int b) const { return kv.seq_lens[b]; }
-  __device__ __forceinline__ const T* k_row(int b, int h, int j) const { return kv.k_row(b, h, j); }
-  __device__ __forceinline__ const T* v_row(int b, int h, int j) const { return kv.v_row(b, h, j); }
+  int page_shift = -1;
+
+  __device__ __forceinline__ PagedRows<const T> k_rows(int b, int h) const {
+    return {kv.k, kv.block_table + b * kv.table_stride, int(kv.page_size), h, page_shift};
+  }
+  __device__ __forceinline__ PagedRows<const T> v_rows(int b, int h) const {
+    return {kv.v, kv.block_table + b * kv.table_stride, int(kv.page_size), h, page_shift};
+  }
   __device__ __forceinline__ const T* any() const { return kv.k.data; }
   __device__ __forceinline__ const T* any_v() const { return kv.v.data; }
 };

@@ -69,4 +69,13 @@ ATTNKIT_HD T score_row_scale(const S& s, T n_allowed) {
   else return T(1);
 }
 
+// A resolved score for a sequence of nk keys. Scores whose parameters follow the key count
+// (sigmoid's default bias -log n) provide for_keys(nk); ragged and paged batches call it per
+// sequence on the device, where only that sequence's length is known.
+template <class S>
+ATTNKIT_HD S score_for_keys(const S& s, index_t nk) {
+  if constexpr (requires { { s.for_keys(nk) } -> std::same_as<S>; }) return s.for_keys(nk);
+  else return s;
+}
+
 }  // namespace attnkit

@@ -18,9 +18,11 @@ struct Sigmoid {
 
   static Sigmoid with_bias(float b) { return Sigmoid{false, b}; }
 
-  Sigmoid resolve(const ProblemInfo& p) const {
+  Sigmoid resolve(const ProblemInfo& p) const { return for_keys(p.Nk); }
+  // The bias for nk keys (score_for_keys: ragged batches resolve each sequence on the device).
+  ATTNKIT_HD Sigmoid for_keys(index_t nk) const {
     Sigmoid r = *this;
-    if (auto_bias) r.bias = p.Nk > 0 ? -std::log(float(p.Nk)) : 0.f;
+    if (auto_bias) r.bias = nk > 0 ? -math<float>::log(float(nk)) : 0.f;
     r.auto_bias = false;
     return r;
   }
