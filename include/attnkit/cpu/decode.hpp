@@ -52,6 +52,8 @@ class DecodePlan {
 
   struct Worker {
     std::vector<float> q, s, p, acc, m, l, lambda;
+    std::vector<const TK*> kp;  // K / V rows of the current chunk, per kv head of the item
+    std::vector<const TV*> vp;
     TileCounters counters;  // key chunks of simd_width keys
   };
 
@@ -78,12 +80,17 @@ class DecodePlan {
     const index_t per_item = std::max(min_split, (total + 4 * threads - 1) / (4 * threads));
     index_t items = 0, scratch = 0, counters = 0;
     for (State& st : seqs_) {
-      const index_t n = st.hi - st.lo;
-      st.splits = threads > 1 ? std::max<index_t>(1, (n + per_item / 2) / per_item) : 1;
+      // Caches whose heads interleave within a token (BSHD views, NHD page pools) are read
+      // token-major: one item takes every kv head of its key range, so it streams whole
+      // tokens instead of striding across them head by head.
+      const bool interleaved = st.in.k.stride[1] < st.in.k.stride[2] && st.in.v.stride[1] < st.in.v.stride[2];
+      st.heads = interleaved ? st.p.Hkv : 1;
+      const index_t n = st.hi - st.lo, work = n * st.heads;  // key rows per split when unsplit
+      st.splits = threads > 1 ? std::max<index_t>(1, (work + per_item / 2) / per_item) : 1;
       st.split_len = round_up((n + st.splits - 1) / st.splits, 64);
       st.splits = std::max<index_t>(1, (n + st.split_len - 1) / std::max<index_t>(st.split_len, 1));
       st.first_item = items;
-      items += st.p.Hkv * st.splits;
+      items += st.p.Hkv / st.heads * st.splits;
       st.Dp = round_up(st.p.D, W);
       st.Dvp = round_up(st.p.Dv, decode_pv_width);
       if (st.splits > 1) {
@@ -117,6 +124,7 @@ class DecodePlan {
     Score score{};
     index_t rows = 0, lo = 0, hi = 0;  // key range every split together covers
     index_t splits = 1, split_len = 0, first_item = 0, Dp = 0, Dvp = 0;
+    index_t heads = 1;                 // kv heads per item
     index_t scratch = 0, counter = 0;  // partial-state slots and merge counter (splits > 1)
   };
 
@@ -141,33 +149,36 @@ class DecodePlan {
                                      [](index_t x, const State& s) { return x < s.first_item; }) - 1;
     const State& st = *it;
     const ProblemInfo& p = st.p;
-    const index_t local = item - st.first_item, hkv = local / st.splits, split = local % st.splits;
-    const index_t rows = st.rows, Dp = st.Dp, Dvp = st.Dvp;
+    const index_t local = item - st.first_item, h0 = local / st.splits * st.heads, split = local % st.splits;
+    const index_t rows = st.rows, G = st.heads, Dp = st.Dp, Dvp = st.Dvp;
     const index_t j0 = st.lo + split * st.split_len, j1 = split + 1 == st.splits ? st.hi : std::min(st.hi, j0 + st.split_len);
 
-    // Query rows, scaled (or feature-mapped), zero padded to Dp.
-    w.q.assign(std::size_t(rows * Dp), 0.f);
-    for (index_t r = 0; r < rows; ++r) {
-      float* dst = w.q.data() + r * Dp;
-      to_float_row(st.in.q.row(0, row_head(st, hkv, r), row_query(st, r)), dst, p.D);
-      for (index_t d = 0; d < p.D; ++d) {
-        if constexpr (linear) dst[d] = feature(dst[d]);
-        else dst[d] *= p.scale;
+    // State of kv heads h0 .. h0 + G: row t = g * rows + r is row r of kv head h0 + g.
+    // Query rows scaled (or feature-mapped), zero padded to Dp.
+    w.q.assign(std::size_t(G * rows * Dp), 0.f);
+    for (index_t g = 0; g < G; ++g)
+      for (index_t r = 0; r < rows; ++r) {
+        float* dst = w.q.data() + (g * rows + r) * Dp;
+        to_float_row(st.in.q.row(0, row_head(st, h0 + g, r), row_query(st, r)), dst, p.D);
+        for (index_t d = 0; d < p.D; ++d) {
+          if constexpr (linear) dst[d] = feature(dst[d]);
+          else dst[d] *= p.scale;
+        }
       }
-    }
-    w.acc.assign(std::size_t(rows * Dvp), 0.f);
-    w.m.assign(std::size_t(rows), initial_row_max<Score>());
-    w.l.assign(std::size_t(rows), 0.f);
-    w.lambda.assign(std::size_t(rows), 1.f);
+    w.acc.assign(std::size_t(G * rows * Dvp), 0.f);
+    w.m.assign(std::size_t(G * rows), initial_row_max<Score>());
+    w.l.assign(std::size_t(G * rows), 0.f);
+    w.lambda.assign(std::size_t(G * rows), 1.f);
     w.s.resize(std::size_t(rows * W));
     w.p.resize(std::size_t(rows * W));
     if (score_needs_row_count(st.score))
-      for (index_t r = 0; r < rows; ++r) w.lambda[r] = score_row_scale<float>(st.score, allowed_keys(p, p.pos(row_query(st, r))));
+      for (index_t r = 0; r < rows; ++r) {
+        const float lambda = score_row_scale<float>(st.score, allowed_keys(p, p.pos(row_query(st, r))));
+        for (index_t g = 0; g < G; ++g) w.lambda[g * rows + r] = lambda;
+      }
 
-    const HeadRows<TK> krows = head_rows(st.in.k, 0, hkv, st.in.slot, false);
-    const HeadRows<TV> vrows = head_rows(st.in.v, 0, hkv, st.in.slot, true);
-    const TK* kp[W];
-    const TV* vp[W];
+    w.kp.resize(std::size_t(G * W));
+    w.vp.resize(std::size_t(G * W));
     const index_t pos_lo = p.pos(0), pos_hi = p.pos(p.Nq);
     for (index_t j = j0; j < j1; j += W) {
       const index_t n = std::min<index_t>(W, j1 - j);
@@ -177,33 +188,38 @@ class DecodePlan {
         continue;
       }
       ++(kind == TileKind::full ? w.counters.full : w.counters.partial);
-      krows.rows(j, n, kp);
-      vrows.rows(j, n, vp);
-
-      prefetch_rows(kp, vp, n, p);
-
-      for_row_blocks<decode_row_block>(rows, [&](auto rb, index_t r0) {
-        decode_qk<decltype(rb)::value>(w.q.data() + r0 * Dp, Dp, p.D, kp, n, w.s.data() + r0 * W,
-                                       [&](const vfloat& x) {
-                                         if constexpr (linear) return feature(x);
-                                         else return x;
-                                       });
-      });
-      for (index_t r = 0; r < rows; ++r) update_row(st, w, hkv, r, j, n, kind);
-      for_row_blocks<decode_pv_rows>(rows, [&](auto rb, index_t r0) {
-        decode_pv<decltype(rb)::value>(w.p.data() + r0 * W, vp, n, p.Dv, w.acc.data() + r0 * Dvp, Dvp);
-      });
+      for (index_t g = 0; g < G; ++g) {
+        head_rows(st.in.k, 0, h0 + g, st.in.slot, false).rows(j, n, w.kp.data() + g * W);
+        head_rows(st.in.v, 0, h0 + g, st.in.slot, true).rows(j, n, w.vp.data() + g * W);
+      }
+      // Every line of the chunk's K and V rows requested up front, token by token (the
+      // memory order when heads interleave); into L2 when they would not fit L1.
+      auto request = [&]<bool Near>(std::bool_constant<Near>) {
+        for (index_t c = 0; c < n; ++c)
+          for (index_t g = 0; g < G; ++g) prefetch_row<Near>(w.kp[g * W + c], p.D);
+        for (index_t c = 0; c < n; ++c)
+          for (index_t g = 0; g < G; ++g) prefetch_row<Near>(w.vp[g * W + c], p.Dv);
+      };
+      if (G * n * (p.D * index_t(sizeof(TK)) + p.Dv * index_t(sizeof(TV))) <= 16384) request(std::true_type{});
+      else request(std::false_type{});
+      for (index_t g = 0; g < G; ++g) {
+        const TK* const* kp = w.kp.data() + g * W;
+        const TV* const* vp = w.vp.data() + g * W;
+        const index_t t0 = g * rows;
+        for_row_blocks<decode_row_block>(rows, [&](auto rb, index_t r0) {
+          decode_qk<decltype(rb)::value>(w.q.data() + (t0 + r0) * Dp, Dp, p.D, kp, n, w.s.data() + r0 * W,
+                                         [&](const vfloat& x) {
+                                           if constexpr (linear) return feature(x);
+                                           else return x;
+                                         });
+        });
+        for (index_t r = 0; r < rows; ++r) update_row(st, w, h0 + g, t0, r, j, n, kind);
+        for_row_blocks<decode_pv_rows>(rows, [&](auto rb, index_t r0) {
+          decode_pv<decltype(rb)::value>(w.p.data() + r0 * W, vp, n, p.Dv, w.acc.data() + (t0 + r0) * Dvp, Dvp);
+        });
+      }
     }
-    finish(st, w, hkv, split);
-  }
-
-  // Requests every line of the chunk's K and V rows, in row order, before computing on them:
-  // many misses in flight at once (the kernel's own loads are too spread out in time for the
-  // out-of-order window to overlap enough of them).
-  // (Requests for the next chunk's rows, during this one's arithmetic, measured slower here.)
-  static void prefetch_rows(const TK* const* kp, const TV* const* vp, index_t n, const ProblemInfo& p) {
-    for (index_t c = 0; c < n; ++c) prefetch_row(kp[c], p.D);
-    for (index_t c = 0; c < n; ++c) prefetch_row(vp[c], p.Dv);
+    for (index_t g = 0; g < G; ++g) finish(st, w, h0 + g, g * rows, split);
   }
 
   // Keys row `pos` may attend over all keys (length-scaled score functions), by mask tiles.
@@ -229,7 +245,9 @@ class DecodePlan {
   }
 
   // Row r's logits of keys [j, j + n) -> modifiers, mask, the monoid update -> weights in w.p.
-  void update_row(const State& st, Worker& w, index_t hkv, index_t r, index_t j, index_t n, TileKind kind) const {
+  // The row's state is w.m / w.l / w.lambda / w.acc at t = t0 + r; logits and weights at r.
+  void update_row(const State& st, Worker& w, index_t hkv, index_t t0, index_t r, index_t j, index_t n,
+                  TileKind kind) const {
     const ProblemInfo& p = st.p;
     const index_t h = row_head(st, hkv, r), i = row_query(st, r), pos = p.pos(i);
     float* s = w.s.data() + r * W;
@@ -248,40 +266,42 @@ class DecodePlan {
     float* pw = w.p.data() + r * W;
     if constexpr (Score::tracks_max) {
       if (!all) x = xsimd::select(ok, x, vfloat(neg_inf));
-      const float m_old = w.m[r], m_new = std::max(m_old, row_max(x));
+      const index_t t = t0 + r;
+      const float m_old = w.m[t], m_new = std::max(m_old, row_max(x));
       if (m_new == neg_inf) return vfloat(0.f).store_unaligned(pw);  // nothing allowed yet
       const vfloat pv = st.score.template weight<vfloat>(x, vfloat(m_new), vfloat(1.f));
       pv.store_unaligned(pw);
       const float alpha = m_old == neg_inf ? 0.f : std::exp(m_old - m_new);
-      w.l[r] = w.l[r] * alpha + xsimd::hadd(pv);
-      w.m[r] = m_new;
+      w.l[t] = w.l[t] * alpha + xsimd::hadd(pv);
+      w.m[t] = m_new;
       if (alpha != 1.f) {
-        float* acc = w.acc.data() + r * st.Dvp;
+        float* acc = w.acc.data() + t * st.Dvp;
         for (index_t d = 0; d < st.Dvp; d += W) (vfloat::load_unaligned(acc + d) * vfloat(alpha)).store_unaligned(acc + d);
       }
     } else {
       if (!all) x = xsimd::select(ok, x, vfloat(0.f));
-      vfloat pv = st.score.template weight<vfloat>(x, vfloat(0.f), vfloat(w.lambda[r]));
+      vfloat pv = st.score.template weight<vfloat>(x, vfloat(0.f), vfloat(w.lambda[t0 + r]));
       if (!all) pv = xsimd::select(ok, pv, vfloat(0.f));
       pv.store_unaligned(pw);
-      w.l[r] += xsimd::hadd(pv);
+      w.l[t0 + r] += xsimd::hadd(pv);
     }
   }
 
-  // One split's state: written out (one split), or parked; the last split merges all.
-  void finish(const State& st, Worker& w, index_t hkv, index_t split) {
-    if (st.splits == 1) return write(st, hkv, w.acc.data(), w.m.data(), w.l.data());
+  // One kv head's split state (rows t0 .. t0 + rows of the worker): written out (one split),
+  // or parked; the last split to finish merges all of them, in split order.
+  void finish(const State& st, Worker& w, index_t hkv, index_t t0, index_t split) {
     const index_t rows = st.rows, Dvp = st.Dvp, slot_len = rows * (Dvp + 2);
+    float* acc = w.acc.data() + t0 * Dvp;
+    float *m = w.m.data() + t0, *l = w.l.data() + t0;
+    if (st.splits == 1) return write(st, hkv, acc, m, l);
     float* base = scratch_.data() + st.scratch + hkv * st.splits * slot_len;
     auto park = [&](index_t t) { return base + t * slot_len; };
-    std::copy(w.acc.begin(), w.acc.end(), park(split));
-    std::copy(w.m.begin(), w.m.end(), park(split) + rows * Dvp);
-    std::copy(w.l.begin(), w.l.end(), park(split) + rows * (Dvp + 1));
+    std::copy(acc, acc + rows * Dvp, park(split));
+    std::copy(m, m + rows, park(split) + rows * Dvp);
+    std::copy(l, l + rows, park(split) + rows * (Dvp + 1));
     std::atomic<index_t>& done = done_[st.counter + hkv];
     if (done.fetch_add(1, std::memory_order_acq_rel) != st.splits - 1) return;
     done.store(0, std::memory_order_relaxed);  // the plan may execute again
-    float* acc = w.acc.data();
-    float *m = w.m.data(), *l = w.l.data();
     std::copy(park(0), park(0) + rows * Dvp, acc);
     std::copy(park(0) + rows * Dvp, park(0) + rows * (Dvp + 1), m);
     std::copy(park(0) + rows * (Dvp + 1), park(0) + rows * (Dvp + 2), l);

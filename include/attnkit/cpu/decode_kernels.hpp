@@ -44,10 +44,11 @@ ATTNKIT_INLINE vfloat sum_lanes(const vfloat* x) {
 #endif
 }
 
-// Requests the cache lines of one row of n elements.
-template <class T>
+// Requests the cache lines of one row of n elements, into L1 (Near) or L2.
+template <bool Near = true, class T>
 ATTNKIT_INLINE void prefetch_row(const T* row, index_t n) {
-  for (index_t b = 0; b < index_t(n * sizeof(T)); b += 64) __builtin_prefetch(reinterpret_cast<const char*>(row) + b);
+  for (index_t b = 0; b < index_t(n * sizeof(T)); b += 64)
+    __builtin_prefetch(reinterpret_cast<const char*>(row) + b, 0, Near ? 3 : 2);
 }
 
 // s[r][c] = <q[r], phi(k_c)> for keys c < n; s[r][c] = 0 for c >= n.
