@@ -5,6 +5,7 @@
 //   attnkit_bench                                  # N = 1024, 4096; 1 thread
 //   attnkit_bench --threads=1,2 --table_out=t.md   # 1 and 2 threads, table + raw output to t.md
 //   attnkit_bench --heads=8 --benchmark_filter='softmax/full'
+//   attnkit_bench --benchmark_filter='stream|decode' --threads=1,2   # decode bandwidth rows only
 //   attnkit_bench --help                           # all options (and their env vars)
 #include "bench_support.hpp"
 
@@ -404,8 +405,7 @@ int main(int argc, char** argv) {
       << "- build: " << ab::build_info() << "\n"
       << "- wall time of the run: " << ab::fmt(wall, 0) << " s\n"
       << "- machine load: before the run " << load_before << "; after " << ab::load_info() << "\n\n"
-      << ab::table_notes() << "\n\n"
-      << table << "\n"
+      << (table.empty() ? "" : ab::table_notes() + "\n\n" + table + "\n")
       << (bandwidth.empty() ? "" : ab::bandwidth_notes() + "\n\n" + bandwidth + "\n")
       << "<details><summary>raw console output</summary>\n\n```\n"
       << raw.str() << "```\n\n</details>\n";

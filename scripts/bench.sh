@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: builds attnkit_bench and times every CPU variant against the dense reference
-# and an Eigen sgemm, printing a markdown table (also written to build-bench/bench-cpu.md).
+# and an Eigen sgemm, printing a markdown table (also written to build-bench/bench-cpu.md),
+# then the decode rows (GB/s of K+V read against the machine's stream-read bandwidth).
 #   scripts/bench.sh                         # N = 1024, 4096, 1 thread (about a minute)
 #   scripts/bench.sh --threads=1,2 --table_out=bench/results/cpu.md
 set -euo pipefail
