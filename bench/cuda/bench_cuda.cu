@@ -172,6 +172,47 @@ void bench_decode(const char* name, const Variant& attn, index_t B, index_t Hq, 
   for (void* p : {(void*)q, (void*)k, (void*)v, (void*)o, (void*)table, (void*)lens, (void*)qoff, (void*)dbad}) cudaFree(p);
 }
 
+// Ragged prefill: sequences of different lengths packed into one batch-1 tensor (bshd), causal
+// within each sequence; TFLOP/s of the useful pairs.
+void bench_ragged(const char* name, Buffers& buf, const std::vector<std::int32_t>& lens, index_t H, index_t D) {
+  if (!g_only.empty() && std::string(name).find(g_only) == std::string::npos) return;
+  std::vector<std::int32_t> off(lens.size() + 1, 0);
+  double pairs = 0;
+  for (std::size_t b = 0; b < lens.size(); ++b) off[b + 1] = off[b] + lens[b], pairs += double(lens[b]) * (lens[b] + 1) / 2;
+  const index_t total = off.back(), B = index_t(lens.size());
+  std::int32_t* doff = nullptr;
+  check(cudaMalloc(&doff, off.size() * 4), "cudaMalloc");
+  check(cudaMemcpy(doff, off.data(), off.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+  const RaggedRows rows{doff, B, *std::max_element(lens.begin(), lens.end())};
+  const auto attn = make_attention(Softmax{}, Causal{});
+  const auto launch = [&] {
+    cuda::run_ragged(attn, bshd<const bfloat16>(buf.q, 1, total, H, D), bshd<const bfloat16>(buf.k, 1, total, H, D),
+                     bshd<const bfloat16>(buf.v, 1, total, H, D), bshd(buf.o, 1, total, H, D), rows, rows);
+  };
+  for (int w = 0; w < 3; ++w) launch();
+  cudaEvent_t e0, e1;
+  check(cudaEventCreate(&e0), "event"), check(cudaEventCreate(&e1), "event");
+  std::vector<float> ms;
+  for (int r = 0; r < g_reps; ++r) {
+    check(cudaEventRecord(e0), "record");
+    launch();
+    check(cudaEventRecord(e1), "record");
+    check(cudaEventSynchronize(e1), "sync");
+    float t = 0;
+    check(cudaEventElapsedTime(&t, e0, e1), "elapsed");
+    ms.push_back(t);
+  }
+  cudaEventDestroy(e0), cudaEventDestroy(e1);
+  cudaFree(doff);
+  std::sort(ms.begin(), ms.end());
+  const double med = ms[ms.size() / 2];
+  std::printf("{\"workload\": \"%s\", \"B\": %lld, \"H\": %lld, \"N\": %lld, \"D\": %lld, \"ms\": %.4f, \"min_ms\": %.4f, "
+              "\"tflops\": %.1f, \"density\": 0, \"unwritten_or_nonfinite\": 0}\n",
+              name, (long long)B, (long long)H, (long long)total, (long long)D, med, ms.front(),
+              double(H) * pairs * 4.0 * double(D) / (med * 1e-3) / 1e12);
+  std::fflush(stdout);
+}
+
 // The block-sparse layout shared with compare_torch.py: 128 x 128 blocks, ~11% kept.
 bool block_kept(index_t r, index_t c) { return (r * 73 + c * 151) % 9 == 0; }
 
@@ -233,6 +274,7 @@ int main(int argc, char** argv) {
       bench("topk-blocks 128 k12 causal N=16384 (work upper bound)", make_attention(Softmax{}, TopKBlocks<Causal>{12, 128, 128}),
             buf, 1, H, N, D, bound);
     }
+    bench_ragged("ragged causal 8 sequences, 16384 tokens", buf, {4096, 3000, 2500, 2000, 1800, 1500, 900, 588}, H, D);
     // Decoding, the setting of DESIGN.md's anchor: 8 sequences x 32 heads, a 32k cache, D = 128.
     bench_decode("decode B=8 H=32 KV=32768", make_attention(Softmax{}, Full{}), 8, 32, 32, 32768, 128);
     bench_decode("decode GQA B=8 Hq=32 Hkv=8 KV=32768", make_attention(Softmax{}, Full{}), 8, 32, 8, 32768, 128);

@@ -87,11 +87,15 @@ __device__ __forceinline__ ProblemInfo sequence_problem(const ProblemInfo& all, 
 template <int HD, int R, int Threads, class T, class RowPtr>
 __device__ __forceinline__ void load_tile(T* smem, const RowPtr& row, const T* any, int row0, int n_rows, int n_cols,
                                           bool vec) {
-  constexpr int chunks = HD / 8;
+  constexpr int chunks = HD / 8, iters = (R * chunks + Threads - 1) / Threads;
   const int tid = threadIdx.x;
   if (vec) {
+    // A fixed trip count unrolls fully, so that the row addresses (a block-table read per row
+    // for paged caches) are all computed before the copies are issued.
 #pragma unroll
-    for (int c = tid; c < R * chunks; c += Threads) {
+    for (int it = 0; it < iters; ++it) {
+      const int c = tid + it * Threads;
+      if (R * chunks % Threads != 0 && c >= R * chunks) break;
       const int r = c / chunks, ch = c % chunks, gr = row0 + r;
       const bool ok = gr < n_rows && ch * 8 < n_cols;
       const T* src = ok ? row(gr) + ch * 8 : any;

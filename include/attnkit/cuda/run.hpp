@@ -13,6 +13,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <string>
 #include <type_traits>
@@ -63,6 +64,23 @@ inline int multiprocessors() {
   int dev = 0, n = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");
   check(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  return n;
+}
+
+// CTAs of `kernel` the current device holds at once, queried once per device: the occupancy
+// query costs microseconds, which a decode step would pay on every call.
+template <class Kernel>
+std::int64_t resident_ctas(Kernel kernel, int threads, int smem) {
+  constexpr int max_devices = 64;
+  static std::atomic<std::int64_t> cached[max_devices] = {};
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  if (dev < max_devices && cached[dev].load(std::memory_order_relaxed) > 0) return cached[dev];
+  int per_sm = 0;
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem),
+        "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  const std::int64_t n = std::int64_t(std::max(per_sm, 1)) * multiprocessors();
+  if (dev < max_devices) cached[dev] = n;
   return n;
 }
 
@@ -120,10 +138,7 @@ void launch_decode(const Variant& attn, const Score& score, const Call<T, TO, KV
   const auto kernel = decode_kernel<Tiles, Variant, Score, T, KV>;
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tiles::smem_bytes),
         "cudaFuncSetAttribute(decode_kernel)");
-  int per_sm = 0;
-  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Tiles::threads, Tiles::smem_bytes),
-        "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-  const std::int64_t slots = std::int64_t(std::max(per_sm, 1)) * multiprocessors();
+  const std::int64_t slots = resident_ctas(kernel, Tiles::threads, Tiles::smem_bytes);
   const std::int64_t keys = p.key_end - p.key_begin;
   const std::int64_t units = p.B * p.Hkv * d.row_chunks;
   const std::int64_t most = std::clamp<std::int64_t>((keys + 4 * Tiles::BN - 1) / (4 * Tiles::BN), 1, 65535);
