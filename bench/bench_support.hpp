@@ -484,17 +484,19 @@ inline std::string make_bandwidth_table(const TableReporter& rep) {
     const Entry& e = registry()[name];
     if (e.kind != Kind::stream && e.kind != Kind::decode) continue;
     if (!any)
-      t << "| bandwidth row | dtype | KV | T | time ms | MB read | GB/s | vs stream read |\n"
-        << "|---|---|---:|---:|---:|---:|---:|---:|\n";
+      t << "| bandwidth row | dtype | KV | T | time ms | MB read | GB/s | vs stream read | vs best read |\n"
+        << "|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
     any = true;
     std::string ratio = "-";
+    double best = 0;  // the fastest read of any bandwidth row with the same thread count
     for (const auto& other : rep.order()) {
       const Entry& s = registry()[other];
       if (s.kind == Kind::stream && s.threads == e.threads) ratio = fmt(gbs(name) / gbs(other), 2);
+      if ((s.kind == Kind::stream || s.kind == Kind::decode) && s.threads == e.threads) best = std::max(best, gbs(other));
     }
     t << "| " << e.label << " | " << e.dtype << " | " << (e.kind == Kind::decode ? std::to_string(e.N) : "-") << " | "
       << e.threads << " | " << fmt(rep.row(name).seconds * 1e3, 2) << " | " << fmt(e.bytes * 1e-6, 0) << " | "
-      << fmt(gbs(name), 1) << " | " << ratio << " |\n";
+      << fmt(gbs(name), 1) << " | " << ratio << " | " << fmt(gbs(name) / best, 2) << " |\n";
   }
   return t.str();
 }
@@ -503,8 +505,10 @@ inline std::string bandwidth_notes() {
   return "Decode rows: B=1, one query per sequence, D=128, KV = keys per sequence; bytes = K + V read "
          "(Hkv x KV x D x 2 x element size), through attnkit::cpu::run (dense [1, H, KV, D] cache) or "
          "cpu::run_paged (NHD pool, 16-token pages in shuffled order). stream read = a vectorised sum over "
-         "a 1 GiB float array split over T threads (the machine's read bandwidth). vs stream read = GB/s "
-         "ratio to the stream read row of the same T.";
+         "a 1 GiB float array split over T threads (the machine's read bandwidth as a simple loop sees it). "
+         "vs stream read = GB/s ratio to the stream read row of the same T. The decode kernel's chunked, "
+         "software-prefetched reads can beat that loop, so vs best read = ratio to the fastest read of any "
+         "row with the same T (stream or decode): the fraction of the best bandwidth observed on the machine.";
 }
 
 inline std::string table_notes() {
