@@ -3,15 +3,18 @@
 // (content-dependent masks bind per head to the output of bind.hpp's pre-pass).
 //
 // One CTA owns BM = 16 x warps queries of one (batch, query head); each warp owns 16 rows.
-// Q stays in registers as mma A-fragments. K and V tiles of BN = 64 keys stream through
-// shared memory with cp.async (the next K tile loads while the current tile's weights are
-// computed, the next V tile while P*V runs). Shared tiles are XOR-swizzled in 16-byte chunks
-// so that ldmatrix reads are free of bank conflicts. Per key tile:
-//   S = Q K^T               (mma.sync m16n8k16, fp32 accumulators)
+// Q stays in registers as mma A-fragments. K and V tiles of BN = 64 keys stream through two
+// shared buffers each with cp.async: while tile j computes, K of tile j + 1 and V of tile j
+// load, one barrier per tile. Shared tiles use the 128-byte swizzle of gmma.hpp: what wgmma
+// reads, and free of bank conflicts for ldmatrix. Per key tile j:
+//   S = Q K_j^T             (sm_90a: wgmma per warpgroup, K read from shared memory;
+//                            elsewhere mma.sync m16n8k16 over ldmatrix fragments; fp32)
+//   O += P_{j-1} V_{j-1}    (the previous tile's product, issued behind S: on sm_90a the
+//                            tensor cores run it while this tile's weights are computed)
 //   logits, mods, mask       (per element only on tiles the mask classifies as partial)
-//   monoid update            (running max and rescale for softmax-like scores, else a sum)
-//   O += P V                 (P re-packed from the S accumulators into A-fragments)
-// Tiles the mask classifies as skip are never loaded.
+//   monoid update            (running max, then O rescaled once P_{j-1} V_{j-1} is in)
+// P is re-packed from the S accumulators into A-fragments. Tiles the mask classifies as
+// skip are never loaded.
 #include <cstdint>
 #include <type_traits>
 
@@ -22,6 +25,7 @@
 #include "../score/concepts.hpp"
 #include "../score/softmax.hpp"
 #include "bind.hpp"
+#include "gmma.hpp"
 #include "ptx.hpp"
 #include "sequences.cuh"
 
@@ -35,8 +39,10 @@ struct ForwardTiles {
   static_assert(BN / 8 * 4 == 32, "the partial-tile mask bits fill one 32-bit word");
   static constexpr int chunks = HD / 8;  // 16-byte chunks per shared row
   static constexpr int min_blocks = 8 / warps;  // 8 warps per SM: two CTAs of 4 interleave their phases
-  static constexpr int smem_bytes = (BM + 2 * BN) * HD * 2;
+  static constexpr int tile_bytes = (BM + 4 * BN) * HD * 2;  // Q, two K and two V buffers
+  static constexpr int smem_bytes = tile_bytes + 1024;  // slack to align the tiles to 1024 bytes
   static_assert(HD % 64 == 0, "the swizzle needs at least 8 chunks of 16 bytes per row");
+  static_assert(warps % 4 == 0, "wgmma: whole warpgroups");
 };
 
 // Element offset of (row, col) in a swizzled [rows][HD] tile of 16-bit values.
@@ -44,6 +50,17 @@ template <int HD>
 __device__ __forceinline__ int swz(int row, int col) {
   return row * HD + ((((col >> 3) ^ row) & 7) | ((col >> 3) & ~7)) * 8 + (col & 7);
 }
+
+// Shared tile layouts for load_tile: rows of HD values with 16-byte chunks XOR-permuted by row
+// (the decode kernel), or gmma.hpp's 128-byte swizzle of an R-row tile (the forward kernel).
+template <int HD>
+struct RowSwizzle {
+  __device__ static int at(int row, int col) { return swz<HD>(row, col); }
+};
+template <int HD, int R>
+struct BlockSwizzle {
+  __device__ static int at(int row, int col) { return gmma::swizzled<HD, R>(row, col); }
+};
 
 // Kernel arguments: where the rows live (KV: dense, ragged or paged keys and values) and the
 // resolved problem (for ragged batches: the largest sequence; each CTA reads its own lengths).
@@ -84,7 +101,7 @@ __device__ __forceinline__ ProblemInfo sequence_problem(const ProblemInfo& all, 
 // Loads rows [row0, row0 + R) x [0, HD) into a swizzled shared tile; row(r) is the address
 // of row r; rows at or past n_rows and columns at or past n_cols are zero-filled. `any` is a
 // valid address for the zero-byte copies.
-template <int HD, int R, int Threads, class T, class RowPtr>
+template <int HD, int R, int Threads, class Layout = RowSwizzle<HD>, class T, class RowPtr>
 __device__ __forceinline__ void load_tile(T* smem, const RowPtr& row, const T* any, int row0, int n_rows, int n_cols,
                                           bool vec) {
   constexpr int chunks = HD / 8, iters = (R * chunks + Threads - 1) / Threads;
@@ -99,14 +116,14 @@ __device__ __forceinline__ void load_tile(T* smem, const RowPtr& row, const T* a
       const int r = c / chunks, ch = c % chunks, gr = row0 + r;
       const bool ok = gr < n_rows && ch * 8 < n_cols;
       const T* src = ok ? row(gr) + ch * 8 : any;
-      ptx::cp_async_16(smem + swz<HD>(r, ch * 8), src, ok ? 16 : 0);
+      ptx::cp_async_16(smem + Layout::at(r, ch * 8), src, ok ? 16 : 0);
     }
   } else {  // unaligned rows or odd head dims: element loads
     for (int e = tid; e < R * HD; e += Threads) {
       const int r = e / HD, col = e % HD, gr = row0 + r;
       T x{};
       if (gr < n_rows && col < n_cols) x = row(gr)[col];
-      smem[swz<HD>(r, col)] = x;
+      smem[Layout::at(r, col)] = x;
     }
   }
 }
@@ -122,10 +139,16 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   constexpr bool base2 = std::is_same_v<Score, Softmax>;  // exp2 with log2(e) folded into the scale
   constexpr float logit_unit = base2 ? 1.4426950408889634f : 1.f;
 
+  using QLayout = BlockSwizzle<HD, BM>;
+  using KVLayout = BlockSwizzle<HD, BN>;
+  constexpr bool use_gmma = gmma::available;
+
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  T* sQ = reinterpret_cast<T*>(smem_raw);
-  T* sK = sQ + BM * HD;
-  T* sV = sK + BN * HD;
+  // wgmma's swizzle repeats every 1024 bytes of address: the tiles start on such a boundary.
+  unsigned char* smem_tiles = smem_raw + ((1024u - (ptx::smem_addr(smem_raw) & 1023u)) & 1023u);
+  T* sQ = reinterpret_cast<T*>(smem_tiles);
+  T* sK = sQ + BM * HD;       // K buffers: tile j in sK + (j % 2) * BN * HD
+  T* sV = sK + 2 * BN * HD;   // V buffers, the same
 
   const int b = blockIdx.z;
   // Ragged and paged batches: this sequence's lengths and score (dense batches read a.p as is).
@@ -168,7 +191,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   // Classify every key tile once, in parallel (a block mask's classify is a dependent global
   // load: done one after another they would stall the tile loop), into shared memory.
   const int kt_first = k_begin / BN;
-  unsigned char* kinds = smem_raw + Tiles::smem_bytes;
+  unsigned char* kinds = smem_tiles + Tiles::tile_bytes;
   const bool cached = kt_end - kt_first <= a.cached_tiles;
   if (cached) {
     for (int c = kt_first + int(threadIdx.x); c < kt_end; c += NT) kinds[c - kt_first] = (unsigned char)classify_tile(c);
@@ -180,21 +203,28 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     return kt;
   };
 
-  // ---- prologue: Q and the first K tile, then the first V tile
+  // Makes this thread's finished copies visible to every thread and to the tensor cores.
+  const auto publish = [] {
+    if constexpr (use_gmma) gmma::fence_shared_for_async();
+    __syncthreads();
+  };
+
+  // ---- prologue: Q and the first K tile
   int kt = next_tile(kt_first);
-  load_tile<HD, BM, NT>(sQ, q_row, a.q.data, i0, Nq, D, a.vec);
-  if (kt < kt_end) load_tile<HD, BN, NT>(sK, k_row, a.kv.any(), kt * BN, Nk, D, a.vec);
+  load_tile<HD, BM, NT, QLayout>(sQ, q_row, a.q.data, i0, Nq, D, a.vec);
+  if (kt < kt_end) load_tile<HD, BN, NT, KVLayout>(sK, k_row, a.kv.any(), kt * BN, Nk, D, a.vec);
+  // The first tile's "previous" P V multiplies zeros by zeros: issuing it unconditionally keeps
+  // the wgmma pipeline free of data-dependent branches (ptxas serialises it otherwise).
+  load_tile<HD, BN, NT, KVLayout>(sV + BN * HD, v_row, a.kv.any_v(), 0, 0, Dv, a.vec);
   ptx::cp_async_commit();
-  if (kt < kt_end) load_tile<HD, BN, NT>(sV, v_row, a.kv.any_v(), kt * BN, Nk, Dv, a.vec);
-  ptx::cp_async_commit();
-  ptx::cp_async_wait<1>();
-  __syncthreads();
+  ptx::cp_async_wait<0>();
+  publish();
 
   // Q fragments of this warp's 16 rows (feature-mapped for linear attention).
   std::uint32_t qf[KS][4];
 #pragma unroll
   for (int ks = 0; ks < KS; ++ks) {
-    ptx::ldmatrix_x4(qf[ks], sQ + swz<HD>(warp * 16 + lane % 16, ks * 16 + (lane / 16) * 8));
+    ptx::ldmatrix_x4(qf[ks], sQ + QLayout::at(warp * 16 + lane % 16, ks * 16 + (lane / 16) * 8));
     if constexpr (linear) {
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
@@ -250,40 +280,83 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   for (int n = 0; n < ON; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   float m[2] = {neg_inf, neg_inf}, l[2] = {0.f, 0.f};
 
-  while (kt < kt_end) {
+  // O += P V over a V tile, P as A-fragments (sm_90a: issued and committed, not waited for).
+  const auto accumulate_pv = [&](const std::uint32_t (&weights)[BN / 16][4], const T* v_tile) {
+    if constexpr (use_gmma) {
+      gmma::fence();
+#pragma unroll
+      for (int ks = 0; ks < BN / 16; ++ks)
+        gmma::mma_rs<T, 1>(reinterpret_cast<float(&)[ON * 4]>(o), weights[ks], gmma::mn_major_step<BN>(ptx::smem_addr(v_tile), ks), 1);
+      gmma::commit();
+    } else {
+#pragma unroll
+      for (int ks = 0; ks < BN / 16; ++ks) {
+#pragma unroll
+        for (int n2 = 0; n2 < ON / 2; ++n2) {
+          std::uint32_t vf[4];
+          ptx::ldmatrix_x4_trans(vf, v_tile + KVLayout::at(ks * 16 + lane % 8 + ((lane / 8) & 1) * 8, n2 * 16 + (lane / 16) * 8));
+          ptx::mma_16816<T>(o[2 * n2], weights[ks], vf[0], vf[1]);
+          ptx::mma_16816<T>(o[2 * n2 + 1], weights[ks], vf[2], vf[3]);
+        }
+      }
+    }
+  };
+
+  std::uint32_t pf_prev[BN / 16][4] = {};  // P of the previous tile, waiting for its P V
+  const std::uint32_t opaque_zero = threadIdx.x >> 16;
+  for (int j = 0; kt < kt_end; ++j) {
     const int j0 = kt * BN;
     const TileKind kind = tile_kind(kt);
     const int kt_next = next_tile(kt + 1);
+    T* const k_tile = sK + (j & 1) * (BN * HD);
+    const T* const v_prev = sV + ((j + 1) & 1) * (BN * HD);
+
+    // K of this tile and V of the previous one are in, and every warp is past tile j - 1:
+    // its buffers take V of this tile and K of the next.
+    ptx::cp_async_wait<0>();
+    publish();
+    load_tile<HD, BN, NT, KVLayout>(sV + (j & 1) * (BN * HD), v_row, a.kv.any_v(), j0, Nk, Dv, a.vec);
+    if (kt_next < kt_end)
+      load_tile<HD, BN, NT, KVLayout>(sK + ((j + 1) & 1) * (BN * HD), k_row, a.kv.any(), kt_next * BN, Nk, D, a.vec);
+    ptx::cp_async_commit();
 
     if constexpr (linear) {  // phi(K) in place, only on real feature columns
-      __syncthreads();
       for (int e = threadIdx.x; e < BN * HD; e += NT) {
         const int r = e / HD, col = e % HD;
         if (col < D) {
-          T& x = sK[swz<HD>(r, col)];
+          T& x = k_tile[KVLayout::at(r, col)];
           x = ptx::from_f32<T>(score.feature(ptx::to_f32(x)));
         }
       }
-      __syncthreads();
+      publish();
     }
 
     // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
     float s[SN][4];
+    if constexpr (use_gmma) {
+      gmma::fence();
 #pragma unroll
-    for (int n = 0; n < SN; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+      for (int ks = 0; ks < KS; ++ks)
+        gmma::mma_rs<T, 0>(reinterpret_cast<float(&)[SN * 4]>(s), qf[ks],
+                           gmma::k_major_step<BN>(ptx::smem_addr(k_tile), ks), ks > 0);
+      gmma::commit();
+      accumulate_pv(pf_prev, v_prev);  // runs behind S and on through this tile's weights
+      gmma::wait<1>();
+    } else {
 #pragma unroll
-    for (int ks = 0; ks < KS; ++ks) {
+      for (int n = 0; n < SN; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
-      for (int n2 = 0; n2 < SN / 2; ++n2) {
-        std::uint32_t kf[4];
-        ptx::ldmatrix_x4(kf, sK + swz<HD>(n2 * 16 + (lane / 16) * 8 + lane % 8, ks * 16 + ((lane / 8) & 1) * 8));
-        ptx::mma_16816<T>(s[2 * n2], qf[ks], kf[0], kf[1]);
-        ptx::mma_16816<T>(s[2 * n2 + 1], qf[ks], kf[2], kf[3]);
+      for (int ks = 0; ks < KS; ++ks) {
+#pragma unroll
+        for (int n2 = 0; n2 < SN / 2; ++n2) {
+          std::uint32_t kf[4];
+          ptx::ldmatrix_x4(kf, k_tile + KVLayout::at(n2 * 16 + (lane / 16) * 8 + lane % 8, ks * 16 + ((lane / 8) & 1) * 8));
+          ptx::mma_16816<T>(s[2 * n2], qf[ks], kf[0], kf[1]);
+          ptx::mma_16816<T>(s[2 * n2 + 1], qf[ks], kf[2], kf[3]);
+        }
       }
+      accumulate_pv(pf_prev, v_prev);
     }
-    __syncthreads();  // every warp is done with sK
-    if (kt_next < kt_end) load_tile<HD, BN, NT>(sK, k_row, a.kv.any(), kt_next * BN, Nk, D, a.vec);
-    ptx::cp_async_commit();
 
     // Element mask of partial tiles as 32 bits (bit 4n+e), evaluated in a rolled loop:
     // masks such as neighborhoods are arithmetic-heavy and would not fit unrolled 32 times.
@@ -350,7 +423,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
         m[r] = mx;
       }
     }
-    // P in A-fragment order; l = l * alpha + row sums of P; O rescaled by alpha.
+    // P in A-fragment order; l = l * alpha + row sums of P.
     l[0] *= alpha[0], l[1] *= alpha[1];
     std::uint32_t pf[BN / 16][4];
 #pragma unroll
@@ -366,30 +439,25 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
       pf[n / 2][(n & 1) * 2 + 0] = ptx::pack2<T>(w[0], w[1]);
       pf[n / 2][(n & 1) * 2 + 1] = ptx::pack2<T>(w[2], w[3]);
     }
+    // O moves to this tile's running max once P_{j-1} V_{j-1} has landed in it.
+    if constexpr (use_gmma) gmma::wait<0>();
 #pragma unroll
     for (int n = 0; n < ON; ++n) {
       o[n][0] *= alpha[0], o[n][1] *= alpha[0];
       o[n][2] *= alpha[1], o[n][3] *= alpha[1];
     }
-
-    ptx::cp_async_wait<1>();  // V of this tile
-    __syncthreads();
 #pragma unroll
-    for (int ks = 0; ks < BN / 16; ++ks) {
+    for (int ks = 0; ks < BN / 16; ++ks)
 #pragma unroll
-      for (int n2 = 0; n2 < ON / 2; ++n2) {
-        std::uint32_t vf[4];
-        ptx::ldmatrix_x4_trans(vf, sV + swz<HD>(ks * 16 + lane % 8 + ((lane / 8) & 1) * 8, n2 * 16 + (lane / 16) * 8));
-        ptx::mma_16816<T>(o[2 * n2], pf[ks], vf[0], vf[1]);
-        ptx::mma_16816<T>(o[2 * n2 + 1], pf[ks], vf[2], vf[3]);
-      }
-    }
-    __syncthreads();  // every warp is done with sV
-    if (kt_next < kt_end) load_tile<HD, BN, NT>(sV, v_row, a.kv.any_v(), kt_next * BN, Nk, Dv, a.vec);
-    ptx::cp_async_commit();
-    ptx::cp_async_wait<1>();  // K of the next tile
-    __syncthreads();
+      for (int r = 0; r < 4; ++r) pf_prev[ks][r] = pf[ks][r] ^ opaque_zero;
     kt = kt_next;
+    // After the last visited tile: its own P V, from V buffer j % 2.
+    if (kt >= kt_end) {
+      ptx::cp_async_wait<0>();
+      publish();
+      accumulate_pv(pf_prev, sV + (j & 1) * (BN * HD));
+      if constexpr (use_gmma) gmma::wait<0>();
+    }
   }
   ptx::cp_async_wait<0>();
 

@@ -116,7 +116,7 @@ void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, cudaStre
   auto a = args;
   const std::int64_t n_tiles = (a.p.Nk + Tiles::BN - 1) / Tiles::BN;
   a.cached_tiles = int(n_tiles <= 16384 ? n_tiles : 0);
-  const int smem = Tiles::smem_bytes + (a.cached_tiles + 15) / 16 * 16;
+  const int smem = gmma::cta_shared_bytes(Tiles::smem_bytes + (a.cached_tiles + 15) / 16 * 16);
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
         "cudaFuncSetAttribute(forward_kernel)");
   const dim3 grid(unsigned((a.p.Nq + Tiles::BM - 1) / Tiles::BM), unsigned(a.p.Hq), unsigned(a.p.B));
