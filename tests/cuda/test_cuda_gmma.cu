@@ -88,19 +88,19 @@ int count_correct_ctas(int smem, int ctas) {
     const float* oc = o.data() + std::size_t(cta) * rows * HD;
     std::vector<float> s_ref(rows * keys), o_ref(rows * HD, 0.f), s_got(sc, sc + rows * keys), o_got(oc, oc + rows * HD);
     std::vector<float> p(rows * keys);
-  for (int i = 0; i < rows; ++i)
-    for (int j = 0; j < keys; ++j) {
-      double acc = 0;
-      for (int c = 0; c < HD; ++c) acc += double(float(q[i * HD + c])) * double(float(k[j * HD + c]));
-      s_ref[i * keys + j] = float(acc);
-      p[i * keys + j] = float(bfloat16(s_got[i * keys + j] / 8));  // P as the kernel rounded it
-    }
-  for (int i = 0; i < rows; ++i)
-    for (int c = 0; c < HD; ++c) {
-      double acc = 0;
-      for (int j = 0; j < keys; ++j) acc += double(p[i * keys + j]) * double(float(v[j * HD + c]));
-      o_ref[i * HD + c] = float(acc);
-    }
+    for (int i = 0; i < rows; ++i)
+      for (int j = 0; j < keys; ++j) {
+        double acc = 0;
+        for (int c = 0; c < HD; ++c) acc += double(float(q[i * HD + c])) * double(float(k[j * HD + c]));
+        s_ref[i * keys + j] = float(acc);
+        p[i * keys + j] = float(bfloat16(s_got[i * keys + j] / 8));  // P as the kernel rounded it
+      }
+    for (int i = 0; i < rows; ++i)
+      for (int c = 0; c < HD; ++c) {
+        double acc = 0;
+        for (int j = 0; j < keys; ++j) acc += double(p[i * keys + j]) * double(float(v[j * HD + c]));
+        o_ref[i * HD + c] = float(acc);
+      }
     correct += rel_error(s_got, s_ref) < 1e-5 && rel_error(o_got, o_ref) < 1e-5;
   }
   return correct;

@@ -43,11 +43,10 @@ __device__ __forceinline__ std::uint64_t descriptor(std::uint32_t smem_byte_addr
          (std::uint64_t((sbo >> 4) & 0x3FFF) << 32) | (std::uint64_t(1) << 62);
 }
 
-// Dynamic shared memory of a CTA whose tiles wgmma reads, rounded to whole kilobytes: the
-// 128-byte swizzle follows the physical shared address, and CTAs sharing an SM are packed one
-// after another (each after 1 KB the system reserves), so only whole-KB sizes keep every
-// CTA's tiles on 1024-byte boundaries. (Seen on H100: with 2 CTAs per SM and a size off the
-// 1 KB grid, the second CTA's products came out permuted.)
+// Dynamic shared memory of a CTA whose tiles wgmma reads, rounded to whole kilobytes: a
+// precaution so that CTAs sharing an SM sit on the swizzle's 1024-byte grid however the
+// hardware packs them. (The gmma test also runs off-grid sizes: all CTAs came out right on
+// H100, so the kernels' own run-time alignment of the tiles is what is known to matter.)
 constexpr int cta_shared_bytes(int bytes) { return (bytes + 1023) / 1024 * 1024; }
 
 // B operand of k-step ks (16 reduction columns) of an [R][HD] K-major tile at smem_byte_addr,
