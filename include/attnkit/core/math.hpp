@@ -99,6 +99,10 @@ inline constexpr float max_logit = 3.40282347e+38f;  // FLT_MAX
 // logit and is exempt.
 template <class T>
 ATTNKIT_HD T sanitize_logit(T s) {
+#if defined(ATTNKIT_ON_DEVICE)
+  // Two min/max instructions instead of compares and selects: fmaxf drops a NaN operand.
+  if constexpr (std::is_same_v<T, float>) return ::fminf(::fmaxf(s, neg_inf), max_logit);
+#endif
   if (s != s) return T(neg_inf);
   return s > T(max_logit) ? T(max_logit) : s;
 }

@@ -418,7 +418,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         m_use[r] = mx == neg_inf ? 0.f : mx;
-        if constexpr (base2) alpha[r] = exp2f(m[r] - m_use[r]);  // m = -inf: 0
+        if constexpr (base2) alpha[r] = ptx::exp2_ftz(m[r] - m_use[r]);  // m = -inf: 0
         else alpha[r] = m[r] == neg_inf ? 0.f : score.weight(m[r], m_use[r], 1.f);
         m[r] = mx;
       }
@@ -432,7 +432,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = e / 2;
-        if constexpr (base2) w[e] = exp2f(s[n][e] - m_use[r]);  // -inf: 0
+        if constexpr (base2) w[e] = ptx::exp2_ftz(s[n][e] - m_use[r]);  // -inf: 0
         else w[e] = s[n][e] == neg_inf ? 0.f : score.weight(s[n][e], m_use[r], lambda[r]);
         l[r] += w[e];
       }
@@ -441,10 +441,14 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     }
     // O moves to this tile's running max once P_{j-1} V_{j-1} has landed in it.
     if constexpr (use_gmma) gmma::wait<0>();
+    // alpha is 1 for scores without a running max, and for whole warps once the maxima settle:
+    // skip the 4 x ON multiplies then.
+    if (tracks_max && __any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
-    for (int n = 0; n < ON; ++n) {
-      o[n][0] *= alpha[0], o[n][1] *= alpha[0];
-      o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+      for (int n = 0; n < ON; ++n) {
+        o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+        o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+      }
     }
 #pragma unroll
     for (int ks = 0; ks < BN / 16; ++ks)

@@ -56,6 +56,15 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const std::uint32_t (&a
   }
 }
 
+// 2^x on the special-function unit, subnormal results flushed to zero (2^-inf = 0). exp2f
+// wraps the same instruction in a subnormal fix-up of three more instructions per call, which
+// the softmax weights (relative to the row max, or zero) never need.
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // Two floats -> one register of two 16-bit values (low half = first), round to nearest.
 template <class T>
 __device__ __forceinline__ std::uint32_t pack2(float lo, float hi) {
