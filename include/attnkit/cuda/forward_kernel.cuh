@@ -303,6 +303,9 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   };
 
   std::uint32_t pf_prev[BN / 16][4] = {};  // P of the previous tile, waiting for its P V
+  // pf_prev takes P through an xor with a zero the compiler cannot see: a plain copy lets ptxas
+  // give P and pf_prev the same registers, which the in-flight wgmma still reads, and ptxas
+  // then serialises every wgmma (warning C7513).
   const std::uint32_t opaque_zero = threadIdx.x >> 16;
   for (int j = 0; kt < kt_end; ++j) {
     const int j0 = kt * BN;
