@@ -42,7 +42,7 @@ python3 bench/cuda/compare_torch.py "$OUT/ours.jsonl" "$OUT/table.md" 2> "$OUT/t
   echo "- device: $(head -2 "$OUT/gpu.txt" | tail -1)"
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "- torch: $(python3 -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)' 2>/dev/null)"
-  echo "- command: \`bench/cuda/run_device.sh $*\` (binaries from \`scripts/build_device.sh\`, nvcc 13.0, sm_90a)"
+  echo "- command: \`bench/cuda/run_device.sh $*\` (binaries from \`scripts/build_device.sh\` or \`scripts/build_on_device.sh\`, nvcc 13.0, sm_90a)"
   echo "- method: CUDA events around each launch, 3 warm-up launches, median of 30; inputs uniform in [-1, 1],"
   echo "  bf16, B=1, H=16 (N=4096 row: B=4); TFLOP/s = allowed (query, key) pairs x 4 x D / time (useful work;"
   echo "  causal counts N(N+1)/2 pairs). torch timed the same way in the same process run."

@@ -84,6 +84,38 @@ TEST_CASE("cuda: empty, single and fully masked rows", "[cuda]") {
   for (float x : e.out) REQUIRE(x == 0.f);
 }
 
+TEST_CASE("cuda: NaN, -inf and +inf logits", "[cuda]") {
+  // 150 keys: three key tiles, the last partial. Per row a -inf and a NaN bias drop a key; row 7
+  // is NaN throughout (zeros, lse = -inf); row 20 has a +inf logit, which takes all the weight.
+  const Shape s{1, 2, 1, 100, 150, 64, 64, false, {}};
+  std::vector<float, ManagedAllocator<float>> bias(std::size_t(100 * 150), 0.f);
+  for (int i = 0; i < 100; ++i) {
+    bias[std::size_t(i * 150 + (i * 5) % 150)] = neg_inf;
+    bias[std::size_t(i * 150 + (i * 11 + 3) % 150)] = std::nanf("");
+  }
+  for (int j = 0; j < 150; ++j) bias[std::size_t(7 * 150 + j)] = std::nanf("");
+  bias[20 * 150 + 40] = -neg_inf;
+  for (bool causal : {false, true}) {
+    INFO("causal " << causal);
+    const AdditiveBias ab{bias.data(), 0, 0, 150, 1};
+    const auto r = causal ? run_both_on<bfloat16>(CudaBackend{}, make_attention(Softmax{}, Causal{}, ab), s)
+                          : run_both_on<bfloat16>(CudaBackend{}, make_attention(Softmax{}, Full{}, ab), s);
+    REQUIRE(all_finite(r.out));
+    REQUIRE(r.error() < 1e-2);
+    for (int h = 0; h < 2; ++h) {
+      const std::size_t row7 = std::size_t(h * 100 + 7), row20 = std::size_t(h * 100 + 20);
+      for (std::size_t d = 0; d < 64; ++d) REQUIRE(r.out[row7 * 64 + d] == 0.f);
+      REQUIRE(r.lse[row7] == neg_inf);
+      REQUIRE(r.lse[row20] > 1e38f);  // the +inf logit saturates
+    }
+  }
+  // Logits that overflow without any modifier: every output stays finite.
+  Options opt;
+  opt.scale = 1e30f;
+  const auto r = run_both_on<bfloat16>(CudaBackend{}, make_attention(Softmax{}, Causal{}), Shape{1, 2, 1, 130, 130, 128, 128}, opt);
+  REQUIRE(all_finite(r.out));
+}
+
 TEST_CASE("cuda: bad input is rejected before the launch", "[cuda]") {
   const auto attn = make_attention(Softmax{}, Causal{});
   Tensor<bfloat16, ManagedAllocator<bfloat16>> q(Shape{}, 2, 16, 64), k(Shape{}, 1, 16, 64), v(Shape{}, 1, 16, 64),

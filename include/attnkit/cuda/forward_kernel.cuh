@@ -171,6 +171,9 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   // This head's mask: content-dependent masks bind to the pre-pass selection.
   const auto mask = DeviceBinder<typename Variant::mask_type>::bind(a.attn.mask, a.bind, p, b, h, hk);
   using MaskT = std::remove_cv_t<decltype(mask)>;
+  // Softmax sanitises NaN and +inf logits (sanitize_logit) only in tiles that have one, found
+  // by its row maxima; logit masks test the sanitised value, so they sanitise every logit.
+  constexpr bool late_sanitize = base2 && !LogitMask<MaskT>;
 
   const auto q_row = a.q.rows(b, h);
   const auto k_row = a.kv.k_rows(b, hk);
@@ -303,10 +306,6 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   };
 
   std::uint32_t pf_prev[BN / 16][4] = {};  // P of the previous tile, waiting for its P V
-  // pf_prev takes P through an xor with a zero the compiler cannot see: a plain copy lets ptxas
-  // give P and pf_prev the same registers, which the in-flight wgmma still reads, and ptxas
-  // then serialises every wgmma (warning C7513).
-  const std::uint32_t opaque_zero = threadIdx.x >> 16;
   for (int j = 0; kt < kt_end; ++j) {
     const int j0 = kt * BN;
     const TileKind kind = tile_kind(kt);
@@ -314,14 +313,9 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     T* const k_tile = sK + (j & 1) * (BN * HD);
     const T* const v_prev = sV + ((j + 1) & 1) * (BN * HD);
 
-    // K of this tile and V of the previous one are in, and every warp is past tile j - 1:
-    // its buffers take V of this tile and K of the next.
+    // K of this tile and V of the previous one are in, and every warp is past tile j - 1.
     ptx::cp_async_wait<0>();
     publish();
-    load_tile<HD, BN, NT, KVLayout>(sV + (j & 1) * (BN * HD), v_row, a.kv.any_v(), j0, Nk, Dv, a.vec);
-    if (kt_next < kt_end)
-      load_tile<HD, BN, NT, KVLayout>(sK + ((j + 1) & 1) * (BN * HD), k_row, a.kv.any(), kt_next * BN, Nk, D, a.vec);
-    ptx::cp_async_commit();
 
     if constexpr (linear) {  // phi(K) in place, only on real feature columns
       for (int e = threadIdx.x; e < BN * HD; e += NT) {
@@ -344,7 +338,6 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
                            gmma::k_major_step<BN>(ptx::smem_addr(k_tile), ks), ks > 0);
       gmma::commit();
       accumulate_pv(pf_prev, v_prev);  // runs behind S and on through this tile's weights
-      gmma::wait<1>();
     } else {
 #pragma unroll
       for (int n = 0; n < SN; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
@@ -360,6 +353,13 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
       }
       accumulate_pv(pf_prev, v_prev);
     }
+    // Tile j - 1's buffers take V of this tile and K of the next. Issued behind the tensor-core
+    // work: the address arithmetic of the copies runs in its shadow.
+    load_tile<HD, BN, NT, KVLayout>(sV + (j & 1) * (BN * HD), v_row, a.kv.any_v(), j0, Nk, Dv, a.vec);
+    if (kt_next < kt_end)
+      load_tile<HD, BN, NT, KVLayout>(sK + ((j + 1) & 1) * (BN * HD), k_row, a.kv.any(), kt_next * BN, Nk, D, a.vec);
+    ptx::cp_async_commit();
+    if constexpr (use_gmma) gmma::wait<1>();  // S has landed
 
     // Element mask of partial tiles as 32 bits (bit 4n+e), evaluated in a rolled loop:
     // masks such as neighborhoods are arithmetic-heavy and would not fit unrolled 32 times.
@@ -397,7 +397,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
             } else {
               x *= scale_unit;
             }
-            x = sanitize_logit(x);
+            if constexpr (!late_sanitize) x = sanitize_logit(x);
           }
           if constexpr (!decltype(full_tile)::value) {
             bool ok = (allow >> (4 * n + e)) & 1u;
@@ -413,34 +413,51 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
 
     float alpha[2] = {1.f, 1.f}, m_use[2] = {0.f, 0.f};
     if constexpr (tracks_max) {
+      float mx[2];
+      const auto row_maxima = [&](auto max2) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          mx[r] = m[r];
+#pragma unroll
+          for (int n = 0; n < SN; ++n) mx[r] = max2(mx[r], max2(s[n][2 * r], s[n][2 * r + 1]));
+          mx[r] = max2(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+          mx[r] = max2(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        }
+      };
+      if constexpr (late_sanitize) {
+        // NaN-propagating maxima: a finite maximum proves every logit of the row finite or -inf,
+        // so the sanitisation runs only for the rare tile that has a NaN or +inf logit.
+        row_maxima([](float x, float y) { return ptx::fmax_nan(x, y); });
+        if (__any_sync(0xffffffffu, !(mx[0] < -neg_inf) || !(mx[1] < -neg_inf))) {
+#pragma unroll
+          for (int n = 0; n < SN; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) s[n][e] = sanitize_logit(s[n][e]);
+          row_maxima([](float x, float y) { return fmaxf(x, y); });
+        }
+      } else {
+        row_maxima([](float x, float y) { return fmaxf(x, y); });
+      }
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        float mx = m[r];
-#pragma unroll
-        for (int n = 0; n < SN; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        m_use[r] = mx == neg_inf ? 0.f : mx;
+        m_use[r] = mx[r] == neg_inf ? 0.f : mx[r];
         if constexpr (base2) alpha[r] = ptx::exp2_ftz(m[r] - m_use[r]);  // m = -inf: 0
         else alpha[r] = m[r] == neg_inf ? 0.f : score.weight(m[r], m_use[r], 1.f);
-        m[r] = mx;
+        m[r] = mx[r];
       }
     }
-    // P in A-fragment order; l = l * alpha + row sums of P.
+    // The weights replace the logits in s; l = l * alpha + their row sums.
     l[0] *= alpha[0], l[1] *= alpha[1];
-    std::uint32_t pf[BN / 16][4];
 #pragma unroll
     for (int n = 0; n < SN; ++n) {
-      float w[4];
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = e / 2;
-        if constexpr (base2) w[e] = ptx::exp2_ftz(s[n][e] - m_use[r]);  // -inf: 0
-        else w[e] = s[n][e] == neg_inf ? 0.f : score.weight(s[n][e], m_use[r], lambda[r]);
-        l[r] += w[e];
+        float& w = s[n][e];
+        if constexpr (base2) w = ptx::exp2_ftz(w - m_use[r]);  // -inf: 0
+        else w = w == neg_inf ? 0.f : score.weight(w, m_use[r], lambda[r]);
+        l[r] += w;
       }
-      pf[n / 2][(n & 1) * 2 + 0] = ptx::pack2<T>(w[0], w[1]);
-      pf[n / 2][(n & 1) * 2 + 1] = ptx::pack2<T>(w[2], w[3]);
     }
     // O moves to this tile's running max once P_{j-1} V_{j-1} has landed in it.
     if constexpr (use_gmma) gmma::wait<0>();
@@ -453,10 +470,13 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
         o[n][2] *= alpha[1], o[n][3] *= alpha[1];
       }
     }
+    // P in A-fragment order, packed only now: the previous P V has finished reading pf_prev,
+    // and packing straight into it needs no second copy of P.
 #pragma unroll
-    for (int ks = 0; ks < BN / 16; ++ks)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) pf_prev[ks][r] = pf[ks][r] ^ opaque_zero;
+    for (int n = 0; n < SN; ++n) {
+      pf_prev[n / 2][(n & 1) * 2 + 0] = ptx::pack2<T>(s[n][0], s[n][1]);
+      pf_prev[n / 2][(n & 1) * 2 + 1] = ptx::pack2<T>(s[n][2], s[n][3]);
+    }
     kt = kt_next;
     // After the last visited tile: its own P V, from V buffer j % 2.
     if (kt >= kt_end) {

@@ -65,6 +65,14 @@ __device__ __forceinline__ float exp2_ftz(float x) {
   return y;
 }
 
+// max that returns NaN if either operand is NaN (fmaxf drops it): one instruction, so a row
+// maximum also tells whether any of its logits was NaN.
+__device__ __forceinline__ float fmax_nan(float a, float b) {
+  float y;
+  asm("max.NaN.f32 %0, %1, %2;\n" : "=f"(y) : "f"(a), "f"(b));
+  return y;
+}
+
 // Two floats -> one register of two 16-bit values (low half = first), round to nearest.
 template <class T>
 __device__ __forceinline__ std::uint32_t pack2(float lo, float hi) {
