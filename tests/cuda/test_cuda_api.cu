@@ -116,6 +116,18 @@ TEST_CASE("cuda: NaN, -inf and +inf logits", "[cuda]") {
   REQUIRE(all_finite(r.out));
 }
 
+TEST_CASE("cuda: negative and zero logit scales", "[cuda]") {
+  // The softmax kernel keeps raw Q K^T values and flips Q's signs for a negative scale; a zero
+  // scale makes every allowed logit 0 while masked keys stay out.
+  for (float scale : {-0.125f, 0.f}) {
+    INFO("scale " << scale);
+    Options opt;
+    opt.scale = scale;
+    check<bfloat16>(make_attention(Softmax{}, Causal{}), Shape{1, 2, 1, 130, 200, 128, 128, false, {}}, opt);
+    check<attnkit::half>(make_attention(Softmax{}, SlidingWindow{50, 0}), Shape{1, 2, 1, 100, 100, 64, 64, true, {}}, opt);
+  }
+}
+
 TEST_CASE("cuda: bad input is rejected before the launch", "[cuda]") {
   const auto attn = make_attention(Softmax{}, Causal{});
   Tensor<bfloat16, ManagedAllocator<bfloat16>> q(Shape{}, 2, 16, 64), k(Shape{}, 1, 16, 64), v(Shape{}, 1, 16, 64),

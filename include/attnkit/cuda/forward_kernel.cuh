@@ -174,6 +174,12 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   // Softmax sanitises NaN and +inf logits (sanitize_logit) only in tiles that have one, found
   // by its row maxima; logit masks test the sanitised value, so they sanitise every logit.
   constexpr bool late_sanitize = base2 && !LogitMask<MaskT>;
+  // Softmax without modifiers keeps the raw Q K^T values: the row maximum of raw values, scaled,
+  // is the maximum of the logits when the scale is positive (Q's signs are flipped, exactly, when
+  // it is not), and each weight is then one FFMA and one ex2: exp2(s * scale - m).
+  constexpr bool fold_scale = late_sanitize && !Variant::has_mods;
+  const bool flip_q = fold_scale && scale_unit < 0.f;
+  const float scale_pos = flip_q ? -scale_unit : scale_unit;
 
   const auto q_row = a.q.rows(b, h);
   const auto k_row = a.kv.k_rows(b, hk);
@@ -228,6 +234,9 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
 #pragma unroll
   for (int ks = 0; ks < KS; ++ks) {
     ptx::ldmatrix_x4(qf[ks], sQ + QLayout::at(warp * 16 + lane % 16, ks * 16 + (lane / 16) * 8));
+    if (flip_q)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) qf[ks][r] ^= 0x80008000u;  // sign bits of both 16-bit values
     if constexpr (linear) {
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
@@ -394,7 +403,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
               x = row_ok[r] && j < Nk
                       ? a.attn.template modify<float>(x * p.scale, LogitCoord{b, h, row_i[r], row_pos[r], j}) * logit_unit
                       : neg_inf;
-            } else {
+            } else if constexpr (!fold_scale) {
               x *= scale_unit;
             }
             if constexpr (!late_sanitize) x = sanitize_logit(x);
@@ -412,27 +421,40 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     else logits(std::false_type{});
 
     float alpha[2] = {1.f, 1.f}, m_use[2] = {0.f, 0.f};
+    float w_scale = 1.f;  // s holds logits (1) or raw Q K^T values (scale_pos, fold_scale)
     if constexpr (tracks_max) {
       float mx[2];
-      const auto row_maxima = [&](auto max2) {
+      // Row maxima of this tile and the running one, s scaled by `scale` (positive) first.
+      const auto row_maxima = [&](auto max2, float scale = 1.f) {
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          mx[r] = m[r];
+          float t_max = max2(s[0][2 * r], s[0][2 * r + 1]);
 #pragma unroll
-          for (int n = 0; n < SN; ++n) mx[r] = max2(mx[r], max2(s[n][2 * r], s[n][2 * r + 1]));
-          mx[r] = max2(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-          mx[r] = max2(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+          for (int n = 1; n < SN; ++n) t_max = max2(t_max, max2(s[n][2 * r], s[n][2 * r + 1]));
+          t_max = max2(t_max, __shfl_xor_sync(0xffffffffu, t_max, 1));
+          t_max = max2(t_max, __shfl_xor_sync(0xffffffffu, t_max, 2));
+          mx[r] = max2(m[r], t_max * scale);
         }
       };
       if constexpr (late_sanitize) {
         // NaN-propagating maxima: a finite maximum proves every logit of the row finite or -inf,
-        // so the sanitisation runs only for the rare tile that has a NaN or +inf logit.
-        row_maxima([](float x, float y) { return ptx::fmax_nan(x, y); });
-        if (__any_sync(0xffffffffu, !(mx[0] < -neg_inf) || !(mx[1] < -neg_inf))) {
+        // so the sanitisation runs only for the rare tile that has a NaN or +inf logit (or huge ones).
+        if constexpr (fold_scale) {
+          w_scale = scale_pos;
+          row_maxima([](float x, float y) { return ptx::fmax_nan(x, y); }, scale_pos);
+        } else {
+          row_maxima([](float x, float y) { return ptx::fmax_nan(x, y); });
+        }
+        // Also taken for maxima of magnitude 2^20 or more: the FFMA of a weight does not round
+        // s * scale, so the largest one comes out as 2^(rounding error of m), which overflows once
+        // m is near 2^32. And for a zero scale: 0 x -inf, a masked raw value, would be NaN.
+        const auto unusual = [](float v) { return !(fabsf(v) < 0x1p20f) && v != neg_inf; };  // NaN, inf, huge
+        if (__any_sync(0xffffffffu, unusual(mx[0]) || unusual(mx[1])) || (fold_scale && !(scale_pos > 0.f))) {
 #pragma unroll
           for (int n = 0; n < SN; ++n)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) s[n][e] = sanitize_logit(s[n][e]);
+            for (int e = 0; e < 4; ++e) s[n][e] = sanitize_logit(s[n][e] * w_scale);
+          w_scale = 1.f;
           row_maxima([](float x, float y) { return fmaxf(x, y); });
         }
       } else {
@@ -454,7 +476,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
       for (int e = 0; e < 4; ++e) {
         const int r = e / 2;
         float& w = s[n][e];
-        if constexpr (base2) w = ptx::exp2_ftz(w - m_use[r]);  // -inf: 0
+        if constexpr (base2) w = ptx::exp2_ftz(fmaf(w, w_scale, -m_use[r]));  // -inf: 0
         else w = w == neg_inf ? 0.f : score.weight(w, m_use[r], lambda[r]);
         l[r] += w;
       }
