@@ -88,6 +88,11 @@ struct OnePerPath {
                                  std::is_same_v<M, BlockMask> || std::is_same_v<M, Neighborhood<2>> ||
                                  std::is_same_v<M, ClusterRouting>;
 };
+// The same plus exact per-key top-k (the CPU backend's own selection path).
+struct OnePerPathAndTopK {
+  template <class M>
+  static constexpr bool covers = OnePerPath::covers<M> || std::is_same_v<M, TopK<Causal>>;
+};
 // No mask and causal only: a second storage type exercises the MMA and load paths, not the masks.
 struct FullAndCausal {
   template <class M>

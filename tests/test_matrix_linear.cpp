@@ -1,6 +1,6 @@
 #include "matrix_cpu.hpp"
 using namespace attnkit;
-TEST_CASE("linear (elu+1) x every mask, shape and dtype matches the fp64 reference", "[matrix][linear]") {
+TEST_CASE("linear (elu+1) x every mask and shape in f32, f16 and bf16 on one mask per code path, match the fp64 reference", "[matrix][linear]") {
   test::check_all_masks(Linear<EluPlusOne>{});
 }
 TEST_CASE("linear (relu, unnormalised) on the chunked and the masked forms", "[matrix][linear]") {

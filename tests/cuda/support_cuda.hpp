@@ -44,8 +44,9 @@ struct CudaBackend {
 // The CUDA matrix on every standard shape: the masks of BF16Masks in bfloat16 and those of
 // F16Masks in half (within what the CUDA backend supports: all but exact per-key TopK). Each
 // (mask, dtype) pair is up to 4 kernels (2 tile shapes x forward/decode) at ~20 s of nvcc each
-// on a CI core, so every mask runs in bf16 and half adds only the masks its score needs to
-// exercise the f16 MMA and load paths.
+// on a CI core, so softmax runs every mask in bf16 and the other scores one mask per code path
+// (the scores meet the masks only in the allow bits and the fully-masked-row rule); half adds
+// what exercises the f16 MMA and load paths.
 template <class BF16Masks, class F16Masks, class Score>
 void check_masks_cuda(const Score& score) {
   for (const Shape& s : standard_shapes()) {
