@@ -439,12 +439,8 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
       if constexpr (late_sanitize) {
         // NaN-propagating maxima: a finite maximum proves every logit of the row finite or -inf,
         // so the sanitisation runs only for the rare tile that has a NaN or +inf logit (or huge ones).
-        if constexpr (fold_scale) {
-          w_scale = scale_pos;
-          row_maxima([](float x, float y) { return ptx::fmax_nan(x, y); }, scale_pos);
-        } else {
-          row_maxima([](float x, float y) { return ptx::fmax_nan(x, y); });
-        }
+        if constexpr (fold_scale) w_scale = scale_pos;
+        row_maxima([](float x, float y) { return ptx::fmax_nan(x, y); }, w_scale);
         // Also taken for maxima of magnitude 2^20 or more: the FFMA of a weight does not round
         // s * scale, so the largest one comes out as 2^(rounding error of m), which overflows once
         // m is near 2^32. And for a zero scale: 0 x -inf, a masked raw value, would be NaN.
