@@ -85,3 +85,23 @@ TEST_CASE("neighborhood attention gathers only the keys its query patches need",
   // versus 64-query rows of the grid, which would need 13 full rows of keys each (832 tiles)
   REQUIRE(c.visited() * 10 < tiles_with_allowed_pairs(nb, s) * 6);
 }
+
+TEST_CASE("row spans agree with allowed() for causal and sliding windows", "[tiles]") {
+  // RowSpan: allowed(pos, j) iff j < hi && (j >= lo || j < sinks); the GPU kernel relies on it.
+  const auto agrees = [](const auto& mask) {
+    for (index_t pos = -20; pos < 60; ++pos) {
+      const RowSpan sp = mask.row_span(pos);
+      for (index_t j = 0; j < 80; ++j) {
+        INFO("pos " << pos << " key " << j);
+        REQUIRE(mask.allowed(pos, j) == (j < sp.hi && (j >= sp.lo || j < sp.sinks)));
+      }
+    }
+  };
+  agrees(Causal{});
+  agrees(SlidingWindow{});
+  agrees(SlidingWindow{5, 0});
+  agrees(SlidingWindow{7, 3});
+  agrees(SlidingWindow{0, 0, 4});
+  agrees(SlidingWindow{9, 2, 12});
+  agrees(SlidingWindow{unbounded, unbounded, 3});
+}

@@ -263,6 +263,22 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   RowMask row_mask[2] = {mask_row(mask, row_ok[0] ? row_pos[0] : pos_lo),
                          mask_row(mask, row_ok[1] ? row_pos[1] : pos_lo)};
 
+  // Masks that are a band plus sinks per row (SpanMask): each row's allowed keys within
+  // [k_begin, k_end) as two 32-bit ranges [lo, lo + w) and [k_begin, k_begin + sink_w), empty
+  // for rows past the queries, so that a partial tile needs two unsigned compares per key.
+  int span_lo[2] = {0, 0}, span_w[2] = {0, 0}, sink_w[2] = {0, 0};
+  if constexpr (SpanMask<MaskT>) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const RowSpan sp = mask.row_span(row_pos[r]);
+      const index_t hi = sp.hi < k_end ? sp.hi : k_end, lo = sp.lo > k_begin ? sp.lo : k_begin;
+      const index_t sink_hi = sp.sinks < hi ? sp.sinks : hi;
+      span_lo[r] = int(lo);
+      span_w[r] = row_ok[r] && hi > lo ? int(hi - lo) : 0;
+      sink_w[r] = row_ok[r] && sink_hi > k_begin ? int(sink_hi - k_begin) : 0;
+    }
+  }
+
   // Length-scaled scores: the number of keys each row may attend, over all keys.
   float lambda[2] = {1.f, 1.f};
   if (a.count_rows) {
@@ -370,10 +386,23 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     ptx::cp_async_commit();
     if constexpr (use_gmma) gmma::wait<1>();  // S has landed
 
-    // Element mask of partial tiles as 32 bits (bit 4n+e), evaluated in a rolled loop:
-    // masks such as neighborhoods are arithmetic-heavy and would not fit unrolled 32 times.
+    // Element mask of partial tiles as 32 bits (bit 4n+e): from the row spans, or else from
+    // allowed() in a rolled loop (masks such as neighborhoods are arithmetic-heavy and would
+    // not fit unrolled 32 times).
     std::uint32_t allow = ~0u;
-    if constexpr (!LogitMask<MaskT>) {
+    if constexpr (SpanMask<MaskT> && !LogitMask<MaskT>) {
+      if (kind != TileKind::full) {
+        allow = 0;
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+#pragma unroll
+          for (int c = 0; c < 2 * SN; ++c) {
+            const int j = j0 + (c / 2) * 8 + 2 * t + (c & 1);
+            const bool ok = unsigned(j - span_lo[r]) < unsigned(span_w[r]) || unsigned(j - k_begin) < unsigned(sink_w[r]);
+            allow |= std::uint32_t(ok) << (4 * (c / 2) + 2 * r + (c & 1));
+          }
+      }
+    } else if constexpr (!LogitMask<MaskT>) {
       if (kind != TileKind::full) {
         allow = 0;
 #pragma unroll

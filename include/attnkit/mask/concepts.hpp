@@ -24,6 +24,14 @@ struct KeyBounds {
   index_t lo, hi;
 };
 
+// A row that is a band of keys [lo, hi) plus the sink keys [0, sinks) below hi: allowed(j) iff
+// j < hi && (j >= lo || j < sinks). Masks of this shape (causal, sliding windows) may give
+// `RowSpan row_span(qpos)`; the GPU kernel then tests its partial tiles with two integer
+// compares per key instead of a call to allowed() per key.
+struct RowSpan {
+  index_t lo, hi, sinks;
+};
+
 template <class M>
 concept ElementMask = requires(const M m, index_t i, index_t j) {
   { m.allowed(i, j) } -> std::convertible_to<bool>;
@@ -37,6 +45,11 @@ constexpr bool is_content_dependent() {
   if constexpr (requires { M::content_dependent; }) return M::content_dependent;
   else return false;
 }
+
+template <class M>
+concept SpanMask = requires(const M m, index_t pos) {
+  { m.row_span(pos) } -> std::same_as<RowSpan>;
+};
 
 template <class M>
 concept Mask = std::is_trivially_copyable_v<M> && (ElementMask<M> || is_content_dependent<M>());

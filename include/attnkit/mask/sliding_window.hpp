@@ -24,6 +24,7 @@ struct SlidingWindow {
   ATTNKIT_HD bool allowed(index_t pos, index_t j) const {
     return j <= pos + right && (j < sinks || j >= pos - left);
   }
+  ATTNKIT_HD RowSpan row_span(index_t pos) const { return {pos - left, pos + right + 1, sinks}; }
   ATTNKIT_HD TileKind classify(const TileRect& r) const {
     const bool right_all = (r.k_hi - 1) <= r.q_lo + right, right_none = r.k_lo > (r.q_hi - 1) + right;
     const bool left_all = r.k_lo >= (r.q_hi - 1) - left || r.k_hi <= sinks;
@@ -42,6 +43,7 @@ struct SlidingWindow {
 struct Causal {
   static constexpr const char* name = "causal";
   ATTNKIT_HD bool allowed(index_t pos, index_t j) const { return j <= pos; }
+  ATTNKIT_HD RowSpan row_span(index_t pos) const { return {0, pos + 1, 0}; }
   ATTNKIT_HD TileKind classify(const TileRect& r) const {
     if (r.k_hi - 1 <= r.q_lo) return TileKind::full;
     if (r.k_lo > r.q_hi - 1) return TileKind::skip;
