@@ -26,6 +26,7 @@
 #include "../score/softmax.hpp"
 #include "bind.hpp"
 #include "gmma.hpp"
+#include "patch_tiles.cuh"
 #include "ptx.hpp"
 #include "sequences.cuh"
 
@@ -79,7 +80,8 @@ struct ForwardArgs {
   typename DeviceBinder<typename Variant::mask_type>::Data bind;  // content-dependent masks: pre-pass output
   bool vec;         // 16-byte aligned rows: cp.async path
   bool count_rows;  // the score needs each row's allowed-key count
-  int cached_tiles; // key-tile classes kept in shared memory (bytes after the tiles)
+  int cached_tiles; // key tiles whose classes fit the visit list in shared memory (after the tiles)
+  patch_tiling_t<typename Variant::mask_type> patches;  // 2-D/3-D neighborhoods: the patch kernel's tiling
 };
 
 // The problem as one sequence of a batch sees it: ragged and paged batches have their own
@@ -98,12 +100,11 @@ __device__ __forceinline__ ProblemInfo sequence_problem(const ProblemInfo& all, 
   return p;
 }
 
-// Loads rows [row0, row0 + R) x [0, HD) into a swizzled shared tile; row(r) is the address
-// of row r; rows at or past n_rows and columns at or past n_cols are zero-filled. `any` is a
-// valid address for the zero-byte copies.
-template <int HD, int R, int Threads, class Layout = RowSwizzle<HD>, class T, class RowPtr>
-__device__ __forceinline__ void load_tile(T* smem, const RowPtr& row, const T* any, int row0, int n_rows, int n_cols,
-                                          bool vec) {
+// Loads R rows x [0, HD) into a swizzled shared tile: row_of(r) is the address of tile row r,
+// or null for a row of zeros; columns at or past n_cols are zero-filled. `any` is a valid
+// address for the zero-byte copies.
+template <int HD, int R, int Threads, class Layout = RowSwizzle<HD>, class T, class RowOf>
+__device__ __forceinline__ void load_rows(T* smem, const RowOf& row_of, const T* any, int n_cols, bool vec) {
   constexpr int chunks = HD / 8, iters = (R * chunks + Threads - 1) / Threads;
   const int tid = threadIdx.x;
   if (vec) {
@@ -113,12 +114,41 @@ __device__ __forceinline__ void load_tile(T* smem, const RowPtr& row, const T* a
     for (int it = 0; it < iters; ++it) {
       const int c = tid + it * Threads;
       if (R * chunks % Threads != 0 && c >= R * chunks) break;
+      const int r = c / chunks, ch = c % chunks;
+      const T* row = row_of(r);
+      const bool ok = row != nullptr && ch * 8 < n_cols;
+      ptx::cp_async_16(smem + Layout::at(r, ch * 8), ok ? row + ch * 8 : any, ok ? 16 : 0);
+    }
+  } else {  // unaligned rows or odd head dims: element loads
+    for (int e = tid; e < R * HD; e += Threads) {
+      const int r = e / HD, col = e % HD;
+      const T* row = row_of(r);
+      T x{};
+      if (row != nullptr && col < n_cols) x = row[col];
+      smem[Layout::at(r, col)] = x;
+    }
+  }
+}
+
+// Loads rows [row0, row0 + R) x [0, HD) into a swizzled shared tile; row(r) is the address
+// of row r; rows at or past n_rows and columns at or past n_cols are zero-filled. (load_rows
+// with a null test per row instead of the bound costs the dense kernel 5%, measured.)
+template <int HD, int R, int Threads, class Layout = RowSwizzle<HD>, class T, class RowPtr>
+__device__ __forceinline__ void load_tile(T* smem, const RowPtr& row, const T* any, int row0, int n_rows, int n_cols,
+                                          bool vec) {
+  constexpr int chunks = HD / 8, iters = (R * chunks + Threads - 1) / Threads;
+  const int tid = threadIdx.x;
+  if (vec) {
+#pragma unroll
+    for (int it = 0; it < iters; ++it) {
+      const int c = tid + it * Threads;
+      if (R * chunks % Threads != 0 && c >= R * chunks) break;
       const int r = c / chunks, ch = c % chunks, gr = row0 + r;
       const bool ok = gr < n_rows && ch * 8 < n_cols;
       const T* src = ok ? row(gr) + ch * 8 : any;
       ptx::cp_async_16(smem + Layout::at(r, ch * 8), src, ok ? 16 : 0);
     }
-  } else {  // unaligned rows or odd head dims: element loads
+  } else {
     for (int e = tid; e < R * HD; e += Threads) {
       const int r = e / HD, col = e % HD, gr = row0 + r;
       T x{};
@@ -128,7 +158,16 @@ __device__ __forceinline__ void load_tile(T* smem, const RowPtr& row, const T* a
   }
 }
 
-template <class Tiles, class Variant, class Score, class T, class TO, class KV>
+// The CTA's geometry of a patch-tiled launch (patch_tiles.cuh), nothing otherwise.
+template <bool Patched, class Patches>
+__device__ __forceinline__ auto patch_cta(const Patches& pt) {
+  if constexpr (Patched) return PatchCTA<Patches::rank>(pt, int(blockIdx.x));
+  else return NoPatches{};
+}
+
+// Patched: queries and keys tiled as neighborhood patches (patch_tiles.cuh) instead of
+// row-major; every visited key tile is then partial.
+template <class Tiles, bool Patched, class Variant, class Score, class T, class TO, class KV>
 __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_kernel(const ForwardArgs<Variant, Score, T, TO, KV> a) {
   constexpr int HD = Tiles::HD, BM = Tiles::BM, BN = Tiles::BN, NT = Tiles::threads;
   constexpr int KS = HD / 16;   // k-steps of Q K^T
@@ -165,6 +204,11 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   const int h = blockIdx.y, hk = int(h / p.group());
   const int i0 = qtile * BM;
   if (KV::varlen && i0 >= p.Nq) return;  // ragged: this sequence is shorter than the longest
+  using Patches = decltype(a.patches);
+  constexpr int prank = Patches::rank > 0 ? Patches::rank : 1;
+  const auto geom = patch_cta<Patched>(a.patches);
+  if constexpr (Patched)
+    if (geom.empty()) return;  // a patch past the end of a shorter sub-grid
   const int Nq = int(p.Nq), Nk = int(p.Nk), D = int(p.D), Dv = int(p.Dv);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 
@@ -188,9 +232,12 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   // Key tiles this query tile may touch.
   const int rows_here = min(BM, Nq - i0);
   const index_t pos_lo = p.pos(i0), pos_hi = p.pos(i0 + rows_here);
-  const KeyBounds kb = mask_key_bounds(mask, pos_lo, pos_hi, p.Nk);
+  const KeyBounds kb = Patched ? KeyBounds{0, p.Nk} : mask_key_bounds(mask, pos_lo, pos_hi, p.Nk);
   const int k_begin = int(kb.lo > p.key_begin ? kb.lo : p.key_begin), k_end = int(kb.hi < p.key_end ? kb.hi : p.key_end);
-  const int kt_end = k_begin < k_end ? (k_end + BN - 1) / BN : 0;
+  const int kt_end = [&] {
+    if constexpr (Patched) return geom.key_tiles();
+    else return k_begin < k_end ? (k_end + BN - 1) / BN : 0;
+  }();
   auto classify_tile = [&](int kt) {
     const int j0 = kt * BN, j1 = min(j0 + BN, Nk);
     const TileKind c = mask_classify(mask, TileRect{pos_lo, pos_hi, j0, j1});
@@ -198,15 +245,61 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     return c;
   };
   // Classify every key tile once, in parallel (a block mask's classify is a dependent global
-  // load: done one after another they would stall the tile loop), into shared memory.
-  const int kt_first = k_begin / BN;
-  unsigned char* kinds = smem_tiles + Tiles::tile_bytes;
-  const bool cached = kt_end - kt_first <= a.cached_tiles;
+  // load: done one after another they would stall the tile loop), into a list in shared
+  // memory of the tiles to visit: offset from kt_first in the low 14 bits, class in the top 2.
+  // The loop reads its next tile from the list instead of scanning past skipped ones, which
+  // for a sparse block mask were ten dependent shared loads ahead of every tile.
+  const int kt_first = Patched ? 0 : k_begin / BN;
+  auto* const visit = reinterpret_cast<std::uint16_t*>(smem_tiles + Tiles::tile_bytes);
+  const bool cached = !Patched && kt_end - kt_first <= a.cached_tiles;
+  int n_visit = 0;
   if (cached) {
-    for (int c = kt_first + int(threadIdx.x); c < kt_end; c += NT) kinds[c - kt_first] = (unsigned char)classify_tile(c);
-    __syncthreads();
+    __shared__ int warp_kept[NT / 32];
+    for (int c0 = kt_first; c0 < kt_end; c0 += NT) {
+      const int c = c0 + int(threadIdx.x);
+      const TileKind kind = c < kt_end ? classify_tile(c) : TileKind::skip;
+      const unsigned kept = __ballot_sync(0xffffffffu, kind != TileKind::skip);
+      if (lane == 0) warp_kept[warp] = __popc(kept);
+      __syncthreads();
+      int before = n_visit, total = n_visit;
+#pragma unroll
+      for (int w = 0; w < NT / 32; ++w) {
+        before += w < warp ? warp_kept[w] : 0;
+        total += warp_kept[w];
+      }
+      if (kind != TileKind::skip)
+        visit[before + __popc(kept & ((1u << lane) - 1u))] = std::uint16_t((c - kt_first) | (int(kind) << 14));
+      n_visit = total;
+      __syncthreads();  // the list is complete, and warp_kept free for the next round
+    }
   }
-  auto tile_kind = [&](int kt) { return cached ? TileKind(kinds[kt - kt_first]) : classify_tile(kt); };
+  // Visited tile i of the list and its class (cached), or kt_end past the last.
+  const auto visit_tile = [&](int i) { return i < n_visit ? kt_first + (visit[i] & 0x3fff) : kt_end; };
+  const auto visit_kind = [&](int i) { return TileKind(visit[i] >> 14); };
+  auto tile_kind = [&](int kt) {
+    if constexpr (Patched) return TileKind::partial;  // never full: the windows differ across a patch
+    else return classify_tile(kt);
+  };
+  // Key tile kt (K or V rows) into a shared buffer: row-major keys [kt * BN, kt * BN + BN),
+  // or the slots of a key patch.
+  const auto load_key_tile = [&](T* dst, const auto& rows, const T* any, int kt, int n_cols) {
+    if constexpr (Patched) {
+      int origin[prank];
+      geom.key_origin(kt, origin);
+      const auto slot = [&](int c) -> const T* {
+        const int tok = geom.key_token(origin, c);
+        return tok >= 0 ? rows(tok) : nullptr;
+      };
+      load_rows<HD, BN, NT, KVLayout>(dst, slot, any, n_cols, a.vec);
+    } else {
+      load_tile<HD, BN, NT, KVLayout>(dst, rows, any, kt * BN, Nk, n_cols, a.vec);
+    }
+  };
+  // Token of key slot c of the patch at `origin` (-1 outside the grid); row-major: c.
+  [[maybe_unused]] const auto geom_key = [&](const int (&origin)[prank], int c) {
+    if constexpr (Patched) return geom.key_token(origin, c);
+    else return c;
+  };
   auto next_tile = [&](int kt) {  // first tile >= kt that is not skipped
     while (kt < kt_end && tile_kind(kt) == TileKind::skip) ++kt;
     return kt;
@@ -219,9 +312,18 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   };
 
   // ---- prologue: Q and the first K tile
-  int kt = next_tile(kt_first);
-  load_tile<HD, BM, NT, QLayout>(sQ, q_row, a.q.data, i0, Nq, D, a.vec);
-  if (kt < kt_end) load_tile<HD, BN, NT, KVLayout>(sK, k_row, a.kv.any(), kt * BN, Nk, D, a.vec);
+  int kt = cached ? visit_tile(0) : next_tile(kt_first);
+  if constexpr (Patched) {
+    const auto q_slot = [&](int r) -> const T* {
+      int sub[prank];
+      const int tok = geom.query_token(r, sub);
+      return tok >= 0 ? q_row(tok) : nullptr;
+    };
+    load_rows<HD, BM, NT, QLayout>(sQ, q_slot, a.q.data, D, a.vec);
+  } else {
+    load_tile<HD, BM, NT, QLayout>(sQ, q_row, a.q.data, i0, Nq, D, a.vec);
+  }
+  if (kt < kt_end) load_key_tile(sK, k_row, a.kv.any(), kt, D);
   // The first tile's "previous" P V multiplies zeros by zeros: issuing it unconditionally keeps
   // the wgmma pipeline free of data-dependent branches (ptxas serialises it otherwise).
   load_tile<HD, BN, NT, KVLayout>(sV + BN * HD, v_row, a.kv.any_v(), 0, 0, Dv, a.vec);
@@ -251,11 +353,25 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   int row_i[2];
   index_t row_pos[2];
   bool row_ok[2];
+  // Patch tiling: each row's window per axis, [win_lo, win_lo + win_w) in sub-grid units.
+  int win_lo[2][prank] = {}, win_w[2][prank] = {};
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    row_i[r] = i0 + warp * 16 + g + 8 * r;
+    if constexpr (Patched) {
+      int sub[prank];
+      row_i[r] = geom.query_token(warp * 16 + g + 8 * r, sub);
+      row_ok[r] = row_i[r] >= 0;
+#pragma unroll
+      for (int ax = 0; ax < prank; ++ax) {
+        const auto w = geom.window(mask, ax, sub[ax]);
+        win_lo[r][ax] = int(w.start);
+        win_w[r][ax] = row_ok[r] ? int(w.end - w.start) : 0;
+      }
+    } else {
+      row_i[r] = i0 + warp * 16 + g + 8 * r;
+      row_ok[r] = row_i[r] < Nq;
+    }
     row_pos[r] = p.pos(row_i[r]);
-    row_ok[r] = row_i[r] < Nq;
   }
 
   // The mask bound to each row (hoists per-row work such as a neighborhood's window).
@@ -281,7 +397,17 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
 
   // Length-scaled scores: the number of keys each row may attend, over all keys.
   float lambda[2] = {1.f, 1.f};
-  if (a.count_rows) {
+  if constexpr (Patched) {
+    if (a.count_rows) {  // a window's size is its key count
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float cnt = 1.f;
+#pragma unroll
+        for (int ax = 0; ax < prank; ++ax) cnt *= float(win_w[r][ax]);
+        lambda[r] = score_row_scale<float>(score, cnt);
+      }
+    }
+  } else if (a.count_rows) {
     float cnt[2] = {0.f, 0.f};
     // all keys the mask may allow, whatever key range this call attends
     for (int c = int(kb.lo / BN); c < int((kb.hi + BN - 1) / BN); ++c) {
@@ -333,8 +459,8 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   std::uint32_t pf_prev[BN / 16][4] = {};  // P of the previous tile, waiting for its P V
   for (int j = 0; kt < kt_end; ++j) {
     const int j0 = kt * BN;
-    const TileKind kind = tile_kind(kt);
-    const int kt_next = next_tile(kt + 1);
+    const TileKind kind = cached ? visit_kind(j) : tile_kind(kt);
+    const int kt_next = cached ? visit_tile(j + 1) : next_tile(kt + 1);
     T* const k_tile = sK + (j & 1) * (BN * HD);
     const T* const v_prev = sV + ((j + 1) & 1) * (BN * HD);
 
@@ -380,9 +506,8 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     }
     // Tile j - 1's buffers take V of this tile and K of the next. Issued behind the tensor-core
     // work: the address arithmetic of the copies runs in its shadow.
-    load_tile<HD, BN, NT, KVLayout>(sV + (j & 1) * (BN * HD), v_row, a.kv.any_v(), j0, Nk, Dv, a.vec);
-    if (kt_next < kt_end)
-      load_tile<HD, BN, NT, KVLayout>(sK + ((j + 1) & 1) * (BN * HD), k_row, a.kv.any(), kt_next * BN, Nk, D, a.vec);
+    load_key_tile(sV + (j & 1) * (BN * HD), v_row, a.kv.any_v(), kt, Dv);
+    if (kt_next < kt_end) load_key_tile(sK + ((j + 1) & 1) * (BN * HD), k_row, a.kv.any(), kt_next, D);
     ptx::cp_async_commit();
     if constexpr (use_gmma) gmma::wait<1>();  // S has landed
 
@@ -390,7 +515,34 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     // allowed() in a rolled loop (masks such as neighborhoods are arithmetic-heavy and would
     // not fit unrolled 32 times).
     std::uint32_t allow = ~0u;
-    if constexpr (SpanMask<MaskT> && !LogitMask<MaskT>) {
+    int origin[prank] = {};  // patch tiling: the key patch's origin in sub-grid units
+    if constexpr (Patched) {
+      // Key slot c = n * 8 + 2t + e: inner offset (n & 1) * 8 + 2t + e, outer slot n / 2. A
+      // key is allowed when every axis offset from the row's window start is below its width.
+      geom.key_origin(kt, origin);
+      allow = 0;
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int inner0 = origin[prank - 1] + 2 * t - win_lo[r][prank - 1];
+        bool outer_ok[BN / 16];
+#pragma unroll
+        for (int o = 0; o < BN / 16; ++o) {
+          outer_ok[o] = true;
+#pragma unroll
+          for (int ax = 0; ax < prank - 1; ++ax) {
+            const int sub = origin[ax] + (((o << 4) >> geom.k_low[ax]) & geom.k_mask[ax]);
+            outer_ok[o] = outer_ok[o] && unsigned(sub - win_lo[r][ax]) < unsigned(win_w[r][ax]);
+          }
+        }
+#pragma unroll
+        for (int n = 0; n < SN; ++n)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const bool ok = outer_ok[n / 2] && unsigned(inner0 + (n & 1) * 8 + e) < unsigned(win_w[r][prank - 1]);
+            allow |= std::uint32_t(ok) << (4 * n + 2 * r + e);
+          }
+      }
+    } else if constexpr (SpanMask<MaskT> && !LogitMask<MaskT>) {
       if (kind != TileKind::full) {
         allow = 0;
 #pragma unroll
@@ -425,11 +577,13 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
       for (int n = 0; n < SN; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          [[maybe_unused]] const int r = e / 2, j = j0 + n * 8 + 2 * t + (e & 1);  // mods and logit masks
+          [[maybe_unused]] const int r = e / 2, c = n * 8 + 2 * t + (e & 1);  // mods and logit masks
+          [[maybe_unused]] const int j = Patched ? geom_key(origin, c) : j0 + c;
           float x = s[n][e];
           if constexpr (!linear) {
             if constexpr (Variant::has_mods) {  // only on real pairs: modifiers may index caller arrays
-              x = row_ok[r] && j < Nk
+              const bool real = Patched ? ((allow >> (4 * n + e)) & 1u) != 0 : row_ok[r] && j < Nk;
+              x = real
                       ? a.attn.template modify<float>(x * p.scale, LogitCoord{b, h, row_i[r], row_pos[r], j}) * logit_unit
                       : neg_inf;
             } else if constexpr (!fold_scale) {

@@ -111,12 +111,34 @@ struct Call {
 
 template <class Tiles, class Variant, class Score, class T, class TO, class KV>
 void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, cudaStream_t stream) {
-  const auto kernel = forward_kernel<Tiles, Variant, Score, T, TO, KV>;
-  // Tile classes of up to 16384 key tiles (1M keys) live in shared memory after the tiles.
+  using MaskT = typename Variant::mask_type;
+  // 2-D and 3-D neighborhoods of a whole grid: query and key patches (patch_tiles.cuh).
+  if constexpr (patchable_mask<MaskT> && !KV::varlen) {
+    const ProblemInfo& p = args.p;
+    if (p.Nq == p.Nk && p.q_offset == 0 && p.key_begin == 0 && p.key_end == p.Nk &&
+        patch_tiling_t<MaskT>::worthwhile(args.attn.mask)) {
+      const auto kernel = forward_kernel<Tiles, true, Variant, Score, T, TO, KV>;
+      auto a = args;
+      a.patches = patch_tiling_t<MaskT>(args.attn.mask, std::countr_zero(unsigned(Tiles::warps)),
+                                        std::countr_zero(unsigned(Tiles::BN / 16)));
+      a.cached_tiles = 0;
+      const index_t ctas = a.patches.query_patches();
+      require(ctas < (index_t(1) << 31), "mask.grid", "too many query patches for one launch");
+      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, gmma::cta_shared_bytes(Tiles::smem_bytes)),
+            "cudaFuncSetAttribute(forward_kernel)");
+      kernel<<<dim3(unsigned(ctas), unsigned(p.Hq), unsigned(p.B)), Tiles::threads, gmma::cta_shared_bytes(Tiles::smem_bytes),
+               stream>>>(a);
+      check(cudaGetLastError(), "forward_kernel launch");
+      return;
+    }
+  }
+  const auto kernel = forward_kernel<Tiles, false, Variant, Score, T, TO, KV>;
+  // The visit list of up to 16384 key tiles (1M keys), 2 bytes each, lives in shared memory
+  // after the tiles.
   auto a = args;
   const std::int64_t n_tiles = (a.p.Nk + Tiles::BN - 1) / Tiles::BN;
   a.cached_tiles = int(n_tiles <= 16384 ? n_tiles : 0);
-  const int smem = gmma::cta_shared_bytes(Tiles::smem_bytes + (a.cached_tiles + 15) / 16 * 16);
+  const int smem = gmma::cta_shared_bytes(Tiles::smem_bytes + (2 * a.cached_tiles + 15) / 16 * 16);
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
         "cudaFuncSetAttribute(forward_kernel)");
   const dim3 grid(unsigned((a.p.Nq + Tiles::BM - 1) / Tiles::BM), unsigned(a.p.Hq), unsigned(a.p.B));
