@@ -116,6 +116,34 @@ TEST_CASE("cuda: NaN, -inf and +inf logits", "[cuda]") {
   REQUIRE(all_finite(r.out));
 }
 
+// Sigmoid without modifiers weights raw Q K^T values (scale and bias folded into one FFMA):
+// NaN inputs must still drop their keys (a NaN query row gets zeros), overflowing logits
+// saturate, and rejected pairs stay at weight 0 under negative and zero scales.
+TEST_CASE("cuda: sigmoid on raw logits: NaN inputs, overflow, negative and zero scales", "[cuda]") {
+  const auto attn = make_attention(Sigmoid{}, SlidingWindow{70, 10, 2});
+  const Shape s{1, 2, 1, 150, 150, 128, 128, false, {}};
+  for (float scale : {1e38f, -0.3f, 0.f}) {
+    INFO("scale " << scale);
+    Options opt;
+    opt.scale = scale;
+    const auto r = run_both_on<bfloat16>(CudaBackend{}, attn, s, opt);
+    REQUIRE(all_finite(r.out));
+    REQUIRE(r.error() < 1e-2);
+  }
+  Tensor<bfloat16, ManagedAllocator<bfloat16>> q(s, 2, 150, 128), k(s, 1, 150, 128), v(s, 1, 150, 128), o(s, 2, 150, 128);
+  Tensor<float> ref(s, 2, 150, 128);
+  fill_normal(q), fill_normal(k), fill_normal(v);
+  q.data[std::size_t(5 * 128 + 7)] = from_float<bfloat16>(std::nanf(""));    // head 0, query 5
+  k.data[std::size_t(40 * 128 + 3)] = from_float<bfloat16>(std::nanf(""));   // key 40
+  cuda::run(attn, q.cview(), k.cview(), v.cview(), o.view);
+  cuda::check(cudaDeviceSynchronize(), "sync");
+  reference::attention<double>(attn, q.cview(), k.cview(), v.cview(), ref.view, {});
+  const std::vector<float> out = o.floats();
+  REQUIRE(all_finite(out));
+  for (std::size_t d = 0; d < 128; ++d) REQUIRE(out[5 * 128 + d] == 0.f);
+  REQUIRE(rel_error(out, ref.floats()) < 1e-2);
+}
+
 TEST_CASE("cuda: negative and zero logit scales", "[cuda]") {
   // The softmax kernel keeps raw Q K^T values and flips Q's signs for a negative scale; a zero
   // scale makes every allowed logit 0 while masked keys stay out.

@@ -23,6 +23,7 @@
 #include "../mask/concepts.hpp"
 #include "../mods/concepts.hpp"
 #include "../score/concepts.hpp"
+#include "../score/sigmoid.hpp"
 #include "../score/softmax.hpp"
 #include "bind.hpp"
 #include "gmma.hpp"
@@ -223,6 +224,18 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   // it is not), and each weight is then one FFMA and one ex2: exp2(s * scale - m).
   constexpr bool fold_scale = late_sanitize && !Variant::has_mods;
   const bool flip_q = fold_scale && scale_unit < 0.f;
+  // Sigmoid without modifiers also keeps raw values: 1 / (1 + exp2(s * c1 + c0)) with the
+  // scale, the bias and log2(e) in c1 and c0 (one FFMA per weight instead of a multiply, two
+  // sanitising min/max and an add). A rejected pair's raw value is the infinity that c1 turns
+  // into +inf (weight 0); a NaN logit, or 0 x inf under a zero scale, gives a NaN weight,
+  // which the final max with 0 drops, as sanitize_logit would; +inf logits give weight 1.
+  constexpr bool sigmoid_fold = std::is_same_v<Score, Sigmoid> && !Variant::has_mods && !LogitMask<MaskT>;
+  [[maybe_unused]] float sig_c1 = 0.f, sig_c0 = 0.f, sig_reject = neg_inf;
+  if constexpr (sigmoid_fold) {
+    sig_c1 = -p.scale * 1.4426950408889634f;
+    sig_c0 = -score.bias * 1.4426950408889634f;
+    sig_reject = sig_c1 > 0.f ? -neg_inf : neg_inf;
+  }
   const float scale_pos = flip_q ? -scale_unit : scale_unit;
 
   const auto q_row = a.q.rows(b, h);
@@ -244,6 +257,21 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     if (c == TileKind::full && (j0 < k_begin || j0 + BN > k_end)) return TileKind::partial;
     return c;
   };
+  // Q, and zeros as the V of the first tile's "previous" P V (issuing that product
+  // unconditionally keeps the wgmma pipeline free of data-dependent branches, which ptxas
+  // serialises). Their copies are in flight while the key tiles are classified.
+  if constexpr (Patched) {
+    const auto q_slot = [&](int r) -> const T* {
+      int sub[prank];
+      const int tok = geom.query_token(r, sub);
+      return tok >= 0 ? q_row(tok) : nullptr;
+    };
+    load_rows<HD, BM, NT, QLayout>(sQ, q_slot, a.q.data, D, a.vec);
+  } else {
+    load_tile<HD, BM, NT, QLayout>(sQ, q_row, a.q.data, i0, Nq, D, a.vec);
+  }
+  load_tile<HD, BN, NT, KVLayout>(sV + BN * HD, v_row, a.kv.any_v(), 0, 0, Dv, a.vec);
+
   // Classify every key tile once, in parallel (a block mask's classify is a dependent global
   // load: done one after another they would stall the tile loop), into a list in shared
   // memory of the tiles to visit: offset from kt_first in the low 14 bits, class in the top 2.
@@ -311,22 +339,9 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     __syncthreads();
   };
 
-  // ---- prologue: Q and the first K tile
+  // ---- prologue: the first K tile; then Q, it and the zero V are in
   int kt = cached ? visit_tile(0) : next_tile(kt_first);
-  if constexpr (Patched) {
-    const auto q_slot = [&](int r) -> const T* {
-      int sub[prank];
-      const int tok = geom.query_token(r, sub);
-      return tok >= 0 ? q_row(tok) : nullptr;
-    };
-    load_rows<HD, BM, NT, QLayout>(sQ, q_slot, a.q.data, D, a.vec);
-  } else {
-    load_tile<HD, BM, NT, QLayout>(sQ, q_row, a.q.data, i0, Nq, D, a.vec);
-  }
   if (kt < kt_end) load_key_tile(sK, k_row, a.kv.any(), kt, D);
-  // The first tile's "previous" P V multiplies zeros by zeros: issuing it unconditionally keeps
-  // the wgmma pipeline free of data-dependent branches (ptxas serialises it otherwise).
-  load_tile<HD, BN, NT, KVLayout>(sV + BN * HD, v_row, a.kv.any_v(), 0, 0, Dv, a.vec);
   ptx::cp_async_commit();
   ptx::cp_async_wait<0>();
   publish();
@@ -586,16 +601,16 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
               x = real
                       ? a.attn.template modify<float>(x * p.scale, LogitCoord{b, h, row_i[r], row_pos[r], j}) * logit_unit
                       : neg_inf;
-            } else if constexpr (!fold_scale) {
+            } else if constexpr (!fold_scale && !sigmoid_fold) {
               x *= scale_unit;
             }
-            if constexpr (!late_sanitize) x = sanitize_logit(x);
+            if constexpr (!late_sanitize && !sigmoid_fold) x = sanitize_logit(x);
           }
           if constexpr (!decltype(full_tile)::value) {
             bool ok = (allow >> (4 * n + e)) & 1u;
             if constexpr (LogitMask<MaskT>)
               ok = ok && row_ok[r] && j >= k_begin && j < k_end && mask_allows(mask, row_pos[r], j, x / logit_unit);
-            x = ok ? x : neg_inf;
+            x = ok ? x : (sigmoid_fold ? sig_reject : neg_inf);
           }
           s[n][e] = x;
         }
@@ -656,6 +671,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
         const int r = e / 2;
         float& w = s[n][e];
         if constexpr (base2) w = ptx::exp2_ftz(fmaf(w, w_scale, -m_use[r]));  // -inf: 0
+        else if constexpr (sigmoid_fold) w = fmaxf(__fdividef(1.f, 1.f + ptx::exp2_ftz(fmaf(w, sig_c1, sig_c0))), 0.f);
         else w = w == neg_inf ? 0.f : score.weight(w, m_use[r], lambda[r]);
         l[r] += w;
       }
