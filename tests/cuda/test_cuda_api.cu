@@ -116,13 +116,14 @@ TEST_CASE("cuda: NaN, -inf and +inf logits", "[cuda]") {
   REQUIRE(all_finite(r.out));
 }
 
-// Sigmoid without modifiers weights raw Q K^T values (scale and bias folded into one FFMA):
-// NaN inputs must still drop their keys (a NaN query row gets zeros), overflowing logits
-// saturate, and rejected pairs stay at weight 0 under negative and zero scales.
-TEST_CASE("cuda: sigmoid on raw logits: NaN inputs, overflow, negative and zero scales", "[cuda]") {
-  const auto attn = make_attention(Sigmoid{}, SlidingWindow{70, 10, 2});
+// Sigmoid and softplus without modifiers weight raw Q K^T values (scale, bias and the row's
+// length scale folded into one constant): NaN inputs must still drop their keys (a NaN query
+// row gets zeros), overflowing logits saturate (sigmoid), and rejected pairs stay at weight 0
+// under negative and zero scales.
+template <class Variant>
+void check_raw_logit_edges(const Variant& attn, std::initializer_list<float> scales) {
   const Shape s{1, 2, 1, 150, 150, 128, 128, false, {}};
-  for (float scale : {1e38f, -0.3f, 0.f}) {
+  for (float scale : scales) {
     INFO("scale " << scale);
     Options opt;
     opt.scale = scale;
@@ -142,6 +143,12 @@ TEST_CASE("cuda: sigmoid on raw logits: NaN inputs, overflow, negative and zero 
   REQUIRE(all_finite(out));
   for (std::size_t d = 0; d < 128; ++d) REQUIRE(out[5 * 128 + d] == 0.f);
   REQUIRE(rel_error(out, ref.floats()) < 1e-2);
+}
+
+TEST_CASE("cuda: sigmoid and softplus on raw logits: NaN inputs, overflow, negative and zero scales", "[cuda]") {
+  check_raw_logit_edges(make_attention(Sigmoid{}, SlidingWindow{70, 10, 2}), {1e38f, -0.3f, 0.f});
+  // softplus with r = 2 and the log n length scale (an overflowing logit would make its l inf)
+  check_raw_logit_edges(make_attention(Softplus{2.f, LengthScale::log_n}, SlidingWindow{40, 40}), {-0.3f, 0.f, 1.f});
 }
 
 TEST_CASE("cuda: negative and zero logit scales", "[cuda]") {
@@ -188,7 +195,8 @@ TEST_CASE("cuda: chunked linear attention agrees with the quadratic form and the
   // Causal is chunked; Causal & Full is the same mask through the quadratic kernel.
   for (const Shape& s : {Shape{1, 2, 1, 200, 200, 64, 33, false, {}}, Shape{2, 4, 2, 130, 300, 128, 128, true, {}},
                          Shape{1, 2, 2, 90, 60, 32, 16, false, {}}, Shape{1, 1, 1, 70, 50, 16, 24, false, index_t(-20)},
-                         Shape{1, 2, 1, 1, 257, 128, 64, true, {}}}) {
+                         Shape{1, 2, 1, 1, 257, 128, 64, true, {}}, Shape{1, 2, 1, 4100, 4100, 128, 128, false, {}}}) {
+    // (the last: 65 chunks, a state summed over thousands of keys, as half and bfloat16)
     check<bfloat16>(make_attention(Linear<EluPlusOne>{}, Causal{}), s);
     check<bfloat16>(make_attention(Linear<EluPlusOne>{}, Full{}), s);
     check<attnkit::half>(make_attention(Linear<Relu>{{}, false}, Causal{}), s);

@@ -25,6 +25,7 @@
 #include "../score/concepts.hpp"
 #include "../score/sigmoid.hpp"
 #include "../score/softmax.hpp"
+#include "../score/softplus.hpp"
 #include "bind.hpp"
 #include "gmma.hpp"
 #include "patch_tiles.cuh"
@@ -159,6 +160,16 @@ __device__ __forceinline__ void load_tile(T* smem, const RowPtr& row, const T* a
   }
 }
 
+// softplus(y ln 2) for y in base-2 units: ln 2 (max(y, 0) + log2(1 + 2^-|y|)), with both
+// functions on the special-function unit; below 2^-10, log2(1 + u) is u / ln 2 (relative
+// error < 2^-11, so that tiny weights keep their value instead of rounding 1 + u to 1).
+// -inf gives 0; NaN gives NaN.
+__device__ __forceinline__ float softplus_base2(float y) {
+  const float u = ptx::exp2_ftz(-fabsf(y));
+  const float log2_1p = u < 0x1p-10f ? u * 1.4426950408889634f : __log2f(1.f + u);
+  return (fmaxf(y, 0.f) + log2_1p) * 0.6931471805599453f;
+}
+
 // The CTA's geometry of a patch-tiled launch (patch_tiles.cuh), nothing otherwise.
 template <bool Patched, class Patches>
 __device__ __forceinline__ auto patch_cta(const Patches& pt) {
@@ -229,13 +240,19 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   // sanitising min/max and an add). A rejected pair's raw value is the infinity that c1 turns
   // into +inf (weight 0); a NaN logit, or 0 x inf under a zero scale, gives a NaN weight,
   // which the final max with 0 drops, as sanitize_logit would; +inf logits give weight 1.
+  // Softplus likewise, in base 2: y = s * (lambda_i * scale * log2 e), weight ln 2 *
+  // (max(y, 0) + log2(1 + 2^-|y|)), the row's lambda in its constant (the score's -inf test
+  // and its per-element scale go away; the logit is sanitised as y).
   constexpr bool sigmoid_fold = std::is_same_v<Score, Sigmoid> && !Variant::has_mods && !LogitMask<MaskT>;
-  [[maybe_unused]] float sig_c1 = 0.f, sig_c0 = 0.f, sig_reject = neg_inf;
+  constexpr bool softplus_fold = std::is_same_v<Score, Softplus> && !Variant::has_mods && !LogitMask<MaskT>;
+  constexpr bool raw_fold = sigmoid_fold || softplus_fold;
+  [[maybe_unused]] float sig_c1 = 0.f, sig_c0 = 0.f;
   if constexpr (sigmoid_fold) {
     sig_c1 = -p.scale * 1.4426950408889634f;
     sig_c0 = -score.bias * 1.4426950408889634f;
-    sig_reject = sig_c1 > 0.f ? -neg_inf : neg_inf;
   }
+  // The raw value of a rejected pair: the infinity that the folded scale sends to weight 0.
+  [[maybe_unused]] const float raw_reject = p.scale < 0.f ? -neg_inf : neg_inf;
   const float scale_pos = flip_q ? -scale_unit : scale_unit;
 
   const auto q_row = a.q.rows(b, h);
@@ -444,6 +461,9 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     }
   }
 
+  [[maybe_unused]] float sp_c[2] = {0.f, 0.f};  // softplus_fold: lambda_i * scale * log2 e
+  if constexpr (softplus_fold) sp_c[0] = lambda[0] * p.scale * 1.4426950408889634f, sp_c[1] = lambda[1] * p.scale * 1.4426950408889634f;
+
   float o[ON][4];
 #pragma unroll
   for (int n = 0; n < ON; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
@@ -601,16 +621,16 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
               x = real
                       ? a.attn.template modify<float>(x * p.scale, LogitCoord{b, h, row_i[r], row_pos[r], j}) * logit_unit
                       : neg_inf;
-            } else if constexpr (!fold_scale && !sigmoid_fold) {
+            } else if constexpr (!fold_scale && !raw_fold) {
               x *= scale_unit;
             }
-            if constexpr (!late_sanitize && !sigmoid_fold) x = sanitize_logit(x);
+            if constexpr (!late_sanitize && !raw_fold) x = sanitize_logit(x);
           }
           if constexpr (!decltype(full_tile)::value) {
             bool ok = (allow >> (4 * n + e)) & 1u;
             if constexpr (LogitMask<MaskT>)
               ok = ok && row_ok[r] && j >= k_begin && j < k_end && mask_allows(mask, row_pos[r], j, x / logit_unit);
-            x = ok ? x : (sigmoid_fold ? sig_reject : neg_inf);
+            x = ok ? x : (raw_fold ? raw_reject : neg_inf);
           }
           s[n][e] = x;
         }
@@ -672,9 +692,21 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
         float& w = s[n][e];
         if constexpr (base2) w = ptx::exp2_ftz(fmaf(w, w_scale, -m_use[r]));  // -inf: 0
         else if constexpr (sigmoid_fold) w = fmaxf(__fdividef(1.f, 1.f + ptx::exp2_ftz(fmaf(w, sig_c1, sig_c0))), 0.f);
+        else if constexpr (softplus_fold) w = softplus_base2(sanitize_logit(w * sp_c[r]));
         else w = w == neg_inf ? 0.f : score.weight(w, m_use[r], lambda[r]);
-        l[r] += w;
+        if constexpr (!softplus_fold) l[r] += w;
       }
+    }
+    if constexpr (softplus_fold) {  // the power outside the loop above: most calls have r = 1
+      if (score.power != 1.f)
+#pragma unroll
+        for (int n = 0; n < SN; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s[n][e] = power_of(s[n][e], score.power);
+#pragma unroll
+      for (int n = 0; n < SN; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) l[e / 2] += s[n][e];
     }
     // O moves to this tile's running max once P_{j-1} V_{j-1} has landed in it.
     if constexpr (use_gmma) gmma::wait<0>();

@@ -206,17 +206,22 @@ void dispatch(const Variant& attn, const Call<T, TO, KV>& c, cudaStream_t stream
                              (std::is_same_v<MaskT, Full> || std::is_same_v<MaskT, Causal>);
   if constexpr (chunkable) {
     if (!c.partial && p.key_begin == 0 && p.key_end == p.Nk && p.group() * p.Nq > decode_max_rows) {
-      using L = detail::LinearChunkTiles;
       detail::LinearArgs<Score, T, TO> la{};
       la.q = c.q, la.k = c.kv.k, la.v = c.kv.v, la.o = c.o;
       la.p = p;
       la.score = score;
       la.causal = std::is_same_v<MaskT, Causal>;
-      const auto kernel = detail::linear_chunked_kernel<Score, T, TO>;
-      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::smem_bytes),
-            "cudaFuncSetAttribute(linear_chunked_kernel)");
-      const dim3 grid(unsigned((p.Dv + L::DVS - 1) / L::DVS), unsigned(p.Hq), unsigned(p.B));
-      kernel<<<grid, L::threads, L::smem_bytes, stream>>>(la);
+      la.vec = c.vec;
+      const auto launch = [&](auto tiles) {
+        using L = decltype(tiles);
+        const auto kernel = detail::linear_chunked_kernel<L, Score, T, TO>;
+        check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::smem_bytes),
+              "cudaFuncSetAttribute(linear_chunked_kernel)");
+        const dim3 grid(unsigned((p.Dv + L::DVS - 1) / L::DVS), unsigned(p.Hq), unsigned(p.B));
+        kernel<<<grid, L::threads, L::smem_bytes, stream>>>(la);
+      };
+      if (p.D <= 64) launch(detail::LinearChunkTiles<64>{});
+      else launch(detail::LinearChunkTiles<128>{});
       check(cudaGetLastError(), "linear_chunked_kernel launch");
       return;
     }
