@@ -691,7 +691,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
         const int r = e / 2;
         float& w = s[n][e];
         if constexpr (base2) w = ptx::exp2_ftz(fmaf(w, w_scale, -m_use[r]));  // -inf: 0
-        else if constexpr (sigmoid_fold) w = fmaxf(__fdividef(1.f, 1.f + ptx::exp2_ftz(fmaf(w, sig_c1, sig_c0))), 0.f);
+        else if constexpr (sigmoid_fold) w = fmaxf(ptx::rcp_newton(1.f + ptx::exp2_ftz(fmaf(w, sig_c1, sig_c0))), 0.f);
         else if constexpr (softplus_fold) w = softplus_base2(sanitize_logit(w * sp_c[r]));
         else w = w == neg_inf ? 0.f : score.weight(w, m_use[r], lambda[r]);
         if constexpr (!softplus_fold) l[r] += w;
