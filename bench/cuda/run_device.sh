@@ -21,7 +21,7 @@ done
 
 echo "== compute-sanitizer"
 cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-for t in test_cuda_matrix_softmax test_cuda_matrix_linear test_cuda_api "test_cuda_inference [paged],[merge]"; do
+for t in test_cuda_matrix_softmax test_cuda_matrix_linear test_cuda_api test_cuda_neighborhood "test_cuda_inference [paged],[merge]"; do
   name=${t%% *}
   [[ -x $bin/tests/cuda/$name ]] || continue  # a partial build (scripts/build_device.sh TARGETS=...)
   for tool in memcheck racecheck; do
