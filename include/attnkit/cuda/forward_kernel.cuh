@@ -102,11 +102,30 @@ __device__ __forceinline__ ProblemInfo sequence_problem(const ProblemInfo& all, 
   return p;
 }
 
-// Loads R rows x [0, HD) into a swizzled shared tile: row_of(r) is the address of tile row r,
-// or null for a row of zeros; columns at or past n_cols are zero-filled. `any` is a valid
-// address for the zero-byte copies.
-template <int HD, int R, int Threads, class Layout = RowSwizzle<HD>, class T, class RowOf>
-__device__ __forceinline__ void load_rows(T* smem, const RowOf& row_of, const T* any, int n_cols, bool vec) {
+// Sources of a tile's rows for load_rows: whether tile row r exists, and its address.
+// Consecutive rows [row0, row0 + R) of row(i), those at or past n_rows absent: the bound
+// test is kept apart from the address (a null test on the address instead costs the dense
+// kernel 5%, measured).
+template <class RowPtr>
+struct RowRange {
+  const RowPtr& row;
+  int row0, n_rows;
+  __device__ __forceinline__ bool has(int r) const { return row0 + r < n_rows; }
+  __device__ __forceinline__ auto at(int r) const { return row(row0 + r); }
+};
+// Rows by a slot -> token map (patch tiling): token -1 is absent.
+template <class RowPtr, class TokenOf>
+struct GatheredRows {
+  const RowPtr& row;
+  const TokenOf& token_of;
+  __device__ __forceinline__ bool has(int r) const { return token_of(r) >= 0; }
+  __device__ __forceinline__ auto at(int r) const { return row(token_of(r)); }
+};
+
+// Loads R rows x [0, HD) of `src` into a swizzled shared tile; absent rows and columns at or
+// past n_cols are zero-filled. `any` is a valid address for the zero-byte copies.
+template <int HD, int R, int Threads, class Layout = RowSwizzle<HD>, class T, class Source>
+__device__ __forceinline__ void load_rows(T* smem, const Source& src, const T* any, int n_cols, bool vec) {
   constexpr int chunks = HD / 8, iters = (R * chunks + Threads - 1) / Threads;
   const int tid = threadIdx.x;
   if (vec) {
@@ -117,47 +136,25 @@ __device__ __forceinline__ void load_rows(T* smem, const RowOf& row_of, const T*
       const int c = tid + it * Threads;
       if (R * chunks % Threads != 0 && c >= R * chunks) break;
       const int r = c / chunks, ch = c % chunks;
-      const T* row = row_of(r);
-      const bool ok = row != nullptr && ch * 8 < n_cols;
-      ptx::cp_async_16(smem + Layout::at(r, ch * 8), ok ? row + ch * 8 : any, ok ? 16 : 0);
+      const bool ok = src.has(r) && ch * 8 < n_cols;
+      const T* from = ok ? src.at(r) + ch * 8 : any;
+      ptx::cp_async_16(smem + Layout::at(r, ch * 8), from, ok ? 16 : 0);
     }
   } else {  // unaligned rows or odd head dims: element loads
     for (int e = tid; e < R * HD; e += Threads) {
       const int r = e / HD, col = e % HD;
-      const T* row = row_of(r);
       T x{};
-      if (row != nullptr && col < n_cols) x = row[col];
+      if (src.has(r) && col < n_cols) x = src.at(r)[col];
       smem[Layout::at(r, col)] = x;
     }
   }
 }
 
-// Loads rows [row0, row0 + R) x [0, HD) into a swizzled shared tile; row(r) is the address
-// of row r; rows at or past n_rows and columns at or past n_cols are zero-filled. (load_rows
-// with a null test per row instead of the bound costs the dense kernel 5%, measured.)
+// Rows [row0, row0 + R) of row(i), rows at or past n_rows as zeros.
 template <int HD, int R, int Threads, class Layout = RowSwizzle<HD>, class T, class RowPtr>
 __device__ __forceinline__ void load_tile(T* smem, const RowPtr& row, const T* any, int row0, int n_rows, int n_cols,
                                           bool vec) {
-  constexpr int chunks = HD / 8, iters = (R * chunks + Threads - 1) / Threads;
-  const int tid = threadIdx.x;
-  if (vec) {
-#pragma unroll
-    for (int it = 0; it < iters; ++it) {
-      const int c = tid + it * Threads;
-      if (R * chunks % Threads != 0 && c >= R * chunks) break;
-      const int r = c / chunks, ch = c % chunks, gr = row0 + r;
-      const bool ok = gr < n_rows && ch * 8 < n_cols;
-      const T* src = ok ? row(gr) + ch * 8 : any;
-      ptx::cp_async_16(smem + Layout::at(r, ch * 8), src, ok ? 16 : 0);
-    }
-  } else {
-    for (int e = tid; e < R * HD; e += Threads) {
-      const int r = e / HD, col = e % HD, gr = row0 + r;
-      T x{};
-      if (gr < n_rows && col < n_cols) x = row(gr)[col];
-      smem[Layout::at(r, col)] = x;
-    }
-  }
+  load_rows<HD, R, Threads, Layout>(smem, RowRange<RowPtr>{row, row0, n_rows}, any, n_cols, vec);
 }
 
 // softplus(y ln 2) for y in base-2 units: ln 2 (max(y, 0) + log2(1 + 2^-|y|)). Only the
@@ -279,12 +276,12 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   // unconditionally keeps the wgmma pipeline free of data-dependent branches, which ptxas
   // serialises). Their copies are in flight while the key tiles are classified.
   if constexpr (Patched) {
-    const auto q_slot = [&](int r) -> const T* {
+    const auto token_of = [&](int r) {
       int sub[prank];
-      const int tok = geom.query_token(r, sub);
-      return tok >= 0 ? q_row(tok) : nullptr;
+      return geom.query_token(r, sub);
     };
-    load_rows<HD, BM, NT, QLayout>(sQ, q_slot, a.q.data, D, a.vec);
+    load_rows<HD, BM, NT, QLayout>(sQ, GatheredRows<decltype(q_row), decltype(token_of)>{q_row, token_of}, a.q.data, D,
+                                   a.vec);
   } else {
     load_tile<HD, BM, NT, QLayout>(sQ, q_row, a.q.data, i0, Nq, D, a.vec);
   }
@@ -332,11 +329,9 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     if constexpr (Patched) {
       int origin[prank];
       geom.key_origin(kt, origin);
-      const auto slot = [&](int c) -> const T* {
-        const int tok = geom.key_token(origin, c);
-        return tok >= 0 ? rows(tok) : nullptr;
-      };
-      load_rows<HD, BN, NT, KVLayout>(dst, slot, any, n_cols, a.vec);
+      const auto token_of = [&](int c) { return geom.key_token(origin, c); };
+      load_rows<HD, BN, NT, KVLayout>(dst, GatheredRows<std::remove_cvref_t<decltype(rows)>, decltype(token_of)>{rows, token_of},
+                                      any, n_cols, a.vec);
     } else {
       load_tile<HD, BN, NT, KVLayout>(dst, rows, any, kt * BN, Nk, n_cols, a.vec);
     }

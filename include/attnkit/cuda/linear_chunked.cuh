@@ -109,6 +109,19 @@ __global__ void __launch_bounds__(Tiles::threads) linear_chunked_kernel(const Li
   for (int e = tid; e < HD * LDV; e += NT) sS[e] = T{};
   int state_shift = 0;  // sS holds [S | z] * 2^-state_shift
 
+  // B fragments of k-step ks of a [rows][LDV] tile ([V | 1] or [S | z]): n-tiles 0, 1, 2.
+  const auto wide_fragments = [&](const T* tile, int ks, std::uint32_t (&bf)[6]) {
+    std::uint32_t lo[4], hi[4];
+    const int row = ks * 16 + lane % 8 + ((lane / 8) & 1) * 8;
+    ptx::ldmatrix_x4_trans(lo, tile + row * LDV + (lane / 16) * 8);
+    ptx::ldmatrix_x4_trans(hi, tile + row * LDV + 16 + (lane / 16) * 8);
+    bf[0] = lo[0], bf[1] = lo[1], bf[2] = lo[2], bf[3] = lo[3], bf[4] = hi[0], bf[5] = hi[1];
+  };
+  const auto mma_wide = [](float (&acc)[3][4], const std::uint32_t (&af)[4], const std::uint32_t (&bf)[6]) {
+#pragma unroll
+    for (int n = 0; n < 3; ++n) ptx::mma_16816<T>(acc[n], af, bf[2 * n], bf[2 * n + 1]);
+  };
+
   // [o | den] of a warp's 16 query rows (rows of sQ at q_tile) against the state in sS, plus,
   // for the causal chunk, the masked intra-chunk products with the keys at k_tile.
   const auto chunk_output = [&](const T* q_tile, const T* k_tile, const T* v_tile, bool intra, int row_lo, int j0,
@@ -119,13 +132,9 @@ __global__ void __launch_bounds__(Tiles::threads) linear_chunked_kernel(const Li
     float inter[3][4] = {};
 #pragma unroll
     for (int ks = 0; ks < KS; ++ks) {  // phi(Q) [S | z]
-      std::uint32_t sf[4], sf2[4];
-      const int row = ks * 16 + lane % 8 + ((lane / 8) & 1) * 8;
-      ptx::ldmatrix_x4_trans(sf, sS + row * LDV + (lane / 16) * 8);
-      ptx::ldmatrix_x4_trans(sf2, sS + row * LDV + 16 + (lane / 16) * 8);
-      ptx::mma_16816<T>(inter[0], qf[ks], sf[0], sf[1]);
-      ptx::mma_16816<T>(inter[1], qf[ks], sf[2], sf[3]);
-      ptx::mma_16816<T>(inter[2], qf[ks], sf2[0], sf2[1]);
+      std::uint32_t sf[6];
+      wide_fragments(sS, ks, sf);
+      mma_wide(inter, qf[ks], sf);
     }
     const float unscale = __int_as_float((127 + state_shift) << 23);  // 2^state_shift
 #pragma unroll
@@ -158,13 +167,9 @@ __global__ void __launch_bounds__(Tiles::threads) linear_chunked_kernel(const Li
     }
 #pragma unroll
     for (int ks = 0; ks < C / 16; ++ks) {  // += P [V | 1]
-      std::uint32_t vf[4], vf2[4];
-      const int row = ks * 16 + lane % 8 + ((lane / 8) & 1) * 8;
-      ptx::ldmatrix_x4_trans(vf, v_tile + row * LDV + (lane / 16) * 8);
-      ptx::ldmatrix_x4_trans(vf2, v_tile + row * LDV + 16 + (lane / 16) * 8);
-      ptx::mma_16816<T>(o[0], pf[ks], vf[0], vf[1]);
-      ptx::mma_16816<T>(o[1], pf[ks], vf[2], vf[3]);
-      ptx::mma_16816<T>(o[2], pf[ks], vf2[0], vf2[1]);
+      std::uint32_t vf[6];
+      wide_fragments(v_tile, ks, vf);
+      mma_wide(o, pf[ks], vf);
     }
   };
   // Writes [o | den] of the warp's rows [row_lo + warp * 16, ...) that satisfy keep(pos).
@@ -215,18 +220,14 @@ __global__ void __launch_bounds__(Tiles::threads) linear_chunked_kernel(const Li
     // [S | z] += phi(K)^T [V | 1]: A = phi(K)^T by transposed loads of the [key][d] tile.
 #pragma unroll
     for (int ks = 0; ks < C / 16; ++ks) {
-      std::uint32_t vf[4], vf2[4];
-      const int row = ks * 16 + lane % 8 + ((lane / 8) & 1) * 8;
-      ptx::ldmatrix_x4_trans(vf, vt + row * LDV + (lane / 16) * 8);
-      ptx::ldmatrix_x4_trans(vf2, vt + row * LDV + 16 + (lane / 16) * 8);
+      std::uint32_t vf[6];
+      wide_fragments(vt, ks, vf);
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
         std::uint32_t af[4];
         const int m0 = (warp * MT + mt) * 16;
         ptx::ldmatrix_x4_trans(af, kt + swz<HD>(ks * 16 + (lane / 16) * 8 + lane % 8, m0 + ((lane / 8) & 1) * 8));
-        ptx::mma_16816<T>(st[mt][0], af, vf[0], vf[1]);
-        ptx::mma_16816<T>(st[mt][1], af, vf[2], vf[3]);
-        ptx::mma_16816<T>(st[mt][2], af, vf2[0], vf2[1]);
+        mma_wide(st[mt], af, vf);
       }
     }
     // The 16-bit copy, scaled by 2^-shift with 2^shift >= the keys summed so far (entries grow
