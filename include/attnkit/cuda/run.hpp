@@ -112,15 +112,19 @@ struct Call {
 template <class Tiles, class Variant, class Score, class T, class TO, class KV>
 void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, cudaStream_t stream) {
   using MaskT = typename Variant::mask_type;
-  // 2-D and 3-D neighborhoods of a whole grid: query and key patches (patch_tiles.cuh).
+  // 2-D and 3-D neighborhoods of a whole grid run on query and key patches (patch_tiles.cuh)
+  // where windows are narrow and the patches mostly inside the grid (an outer axis shorter
+  // than a patch leaves slots empty; row-major tiles do better there).
   if constexpr (patchable_mask<MaskT> && !KV::varlen) {
     const ProblemInfo& p = args.p;
+    const patch_tiling_t<MaskT> tiling(args.attn.mask, std::countr_zero(unsigned(Tiles::warps)),
+                                       std::countr_zero(unsigned(Tiles::BN / 16)));
+    const bool filled = tiling.query_patches() * Tiles::BM <= 2 * p.Nq;
     if (p.Nq == p.Nk && p.q_offset == 0 && p.key_begin == 0 && p.key_end == p.Nk &&
-        patch_tiling_t<MaskT>::worthwhile(args.attn.mask)) {
+        patch_tiling_t<MaskT>::worthwhile(args.attn.mask) && filled) {
       const auto kernel = forward_kernel<Tiles, true, Variant, Score, T, TO, KV>;
       auto a = args;
-      a.patches = patch_tiling_t<MaskT>(args.attn.mask, std::countr_zero(unsigned(Tiles::warps)),
-                                        std::countr_zero(unsigned(Tiles::BN / 16)));
+      a.patches = tiling;
       a.cached_tiles = 0;
       const index_t ctas = a.patches.query_patches();
       require(ctas < (index_t(1) << 31), "mask.grid", "too many query patches for one launch");
