@@ -119,19 +119,18 @@ void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, cudaStre
     const ProblemInfo& p = args.p;
     const patch_tiling_t<MaskT> tiling(args.attn.mask, std::countr_zero(unsigned(Tiles::warps)),
                                        std::countr_zero(unsigned(Tiles::BN / 16)));
-    const bool filled = tiling.query_patches() * Tiles::BM <= 2 * p.Nq;
+    const index_t ctas = tiling.query_patches();
+    const bool filled = ctas * Tiles::BM <= 2 * p.Nq;
     if (p.Nq == p.Nk && p.q_offset == 0 && p.key_begin == 0 && p.key_end == p.Nk &&
         patch_tiling_t<MaskT>::worthwhile(args.attn.mask) && filled) {
       const auto kernel = forward_kernel<Tiles, true, Variant, Score, T, TO, KV>;
       auto a = args;
       a.patches = tiling;
       a.cached_tiles = 0;
-      const index_t ctas = a.patches.query_patches();
       require(ctas < (index_t(1) << 31), "mask.grid", "too many query patches for one launch");
-      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, gmma::cta_shared_bytes(Tiles::smem_bytes)),
-            "cudaFuncSetAttribute(forward_kernel)");
-      kernel<<<dim3(unsigned(ctas), unsigned(p.Hq), unsigned(p.B)), Tiles::threads, gmma::cta_shared_bytes(Tiles::smem_bytes),
-               stream>>>(a);
+      const int smem = gmma::cta_shared_bytes(Tiles::smem_bytes);
+      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "cudaFuncSetAttribute(forward_kernel)");
+      kernel<<<dim3(unsigned(ctas), unsigned(p.Hq), unsigned(p.B)), Tiles::threads, smem, stream>>>(a);
       check(cudaGetLastError(), "forward_kernel launch");
       return;
     }
