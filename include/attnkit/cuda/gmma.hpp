@@ -49,17 +49,23 @@ __device__ __forceinline__ std::uint64_t descriptor(std::uint32_t smem_byte_addr
 // H100, so the kernels' own run-time alignment of the tiles is what is known to matter.)
 constexpr int cta_shared_bytes(int bytes) { return (bytes + 1023) / 1024 * 1024; }
 
+// The descriptor of the same layout `bytes` further on. The start address is the low field
+// in 16-byte units; shared memory ends below 256 KB, so the add never carries out of it, and
+// the k-steps of one tile share a single descriptor computation (a handful of instructions
+// per wgmma otherwise).
+__device__ __forceinline__ std::uint64_t advance(std::uint64_t desc, std::uint32_t bytes) { return desc + (bytes >> 4); }
+
 // B operand of k-step ks (16 reduction columns) of an [R][HD] K-major tile at smem_byte_addr,
 // e.g. K for S = Q K^T: the 16 columns lie in 64-column block ks / 4, 32 bytes per k-step.
 template <int R>
 __device__ __forceinline__ std::uint64_t k_major_step(std::uint32_t smem_byte_addr, int ks) {
-  return descriptor(smem_byte_addr + (ks / 4) * (R * 128) + (ks % 4) * 32, 16, 1024);
+  return advance(descriptor(smem_byte_addr, 16, 1024), (ks / 4) * (R * 128) + (ks % 4) * 32);
 }
 // B operand of k-step ks (16 reduction rows) of an [R][HD] MN-major tile, e.g. V for O = P V:
 // rows [16 ks, 16 ks + 16) are two 1024-byte atoms; columns continue R * 128 bytes on.
 template <int R>
 __device__ __forceinline__ std::uint64_t mn_major_step(std::uint32_t smem_byte_addr, int ks) {
-  return descriptor(smem_byte_addr + ks * 16 * 128, R * 128, 1024);
+  return advance(descriptor(smem_byte_addr, R * 128, 1024), ks * 16 * 128);
 }
 
 // Makes this thread's prior register writes (accumulators, A fragments) visible to the
