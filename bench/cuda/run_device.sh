@@ -1,35 +1,16 @@
 #!/usr/bin/env bash
-# One device call: GPU tests, compute-sanitizer memcheck/racecheck on small cases, the CUDA
-# benchmark and torch SDPA / FlexAttention on the same workloads; results under $OUT.
+# One device call: the CUDA benchmark and torch SDPA / FlexAttention on the same workloads (first,
+# so that the table is written however long the rest takes), the GPU tests, and compute-sanitizer
+# memcheck/racecheck on small cases; results under $OUT.
 # Expects binaries built on the host by scripts/build_device.sh into build-device-bin/, carried along.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/attnkit-out}
 mkdir -p "$OUT"
 bin=build-device-bin
+status=0
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv > "$OUT/gpu.txt" 2>&1
 cat "$OUT/gpu.txt"
-
-echo "== GPU tests"
-status=0
-for t in "$bin"/tests/cuda/test_cuda_*; do
-  [[ -x $t ]] || continue
-  "$t" --order rand > "$OUT/$(basename "$t").log" 2>&1; rc=$?
-  echo "$(basename "$t"): exit $rc, $(tail -2 "$OUT/$(basename "$t").log" | tr '\n' ' ')"
-  ((rc == 0)) || status=1
-done
-
-echo "== compute-sanitizer"
-cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-for t in test_cuda_matrix_softmax test_cuda_matrix_linear test_cuda_api test_cuda_neighborhood "test_cuda_inference [paged],[merge]"; do
-  name=${t%% *}
-  [[ -x $bin/tests/cuda/$name ]] || continue  # a partial build (scripts/build_device.sh TARGETS=...)
-  for tool in memcheck racecheck; do
-    # shellcheck disable=SC2086  # the test name and its Catch2 filter are two words
-    "$cs" --tool $tool --error-exitcode 9 "$bin"/tests/cuda/$t > "$OUT/sanitizer_${tool}_$name.log" 2>&1
-    echo "$tool ($t): exit $? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_${tool}_$name.log" | head -1)"
-  done
-done
 
 echo "== benchmark"
 "$bin"/bench/cuda/attnkit_bench_cuda "$@" | tee "$OUT/ours.jsonl"
@@ -63,4 +44,27 @@ for l in open(sys.argv[2]):
 PY
 } > "$OUT/h100.md"
 cat "$OUT/h100.md" | tail -20
+echo "== GPU tests"
+for t in "$bin"/tests/cuda/test_cuda_*; do
+  [[ -x $t ]] || continue
+  "$t" --order rand > "$OUT/$(basename "$t").log" 2>&1; rc=$?
+  echo "$(basename "$t"): exit $rc, $(tail -2 "$OUT/$(basename "$t").log" | tr '\n' ' ')"
+  ((rc == 0)) || status=1
+done
+
+echo "== compute-sanitizer"
+cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+# SANITIZE: the tests to check, ';'-separated (default: all five below; a call short of device
+# time names fewer).
+IFS=';' read -r -a sanitize <<< "${SANITIZE:-test_cuda_matrix_softmax;test_cuda_matrix_linear;test_cuda_api;test_cuda_neighborhood;test_cuda_inference [paged],[merge]}"
+for t in "${sanitize[@]}"; do
+  name=${t%% *}
+  [[ -x $bin/tests/cuda/$name ]] || continue  # a partial build (scripts/build_device.sh TARGETS=...)
+  for tool in memcheck racecheck; do
+    # shellcheck disable=SC2086  # the test name and its Catch2 filter are two words
+    "$cs" --tool $tool --error-exitcode 9 "$bin"/tests/cuda/$t > "$OUT/sanitizer_${tool}_$name.log" 2>&1
+    echo "$tool ($t): exit $? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_${tool}_$name.log" | head -1)"
+  done
+done
+
 exit $status
