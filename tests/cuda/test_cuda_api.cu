@@ -34,6 +34,14 @@ TEST_CASE("cuda: head dims 128 and padded 96/80 with long sequences", "[cuda]") 
   }
 }
 
+TEST_CASE("cuda: MoBA blocks of whole key tiles (one block span per row and tile)", "[cuda]") {
+  for (const Shape& s : {Shape{1, 4, 2, 700, 700, 64, 64, false, {}}, Shape{2, 2, 1, 300, 520, 128, 128, true, {}}}) {
+    check<bfloat16>(make_attention(Softmax{}, MoBA{64, 3}), s);
+    check<bfloat16>(make_attention(Softmax{}, MoBA{128, 2}), s);
+    check<bfloat16>(make_attention(Sigmoid{}, MoBA{192, 2}), s);
+  }
+}
+
 TEST_CASE("cuda: float output, lse and score modifiers", "[cuda]") {
   const Shape s{1, 4, 2, 200, 260, 64, 64, true, {}};
   Tensor<float, ManagedAllocator<float>> slopes_t(Shape{1, 1, 1, 1, 1, 1, 1}, 1, 1, 4);

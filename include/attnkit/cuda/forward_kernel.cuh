@@ -614,16 +614,42 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
           }
       }
     } else if constexpr (!LogitMask<MaskT>) {
-      if (kind != TileKind::full) {
-        allow = 0;
+      const auto allowed_bits = [&] {
+        std::uint32_t bits = 0;
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
 #pragma unroll 1
           for (int c = 0; c < 2 * SN; ++c) {  // key n * 8 + 2t + (c & 1) with n = c / 2
             const int j = j0 + (c / 2) * 8 + 2 * t + (c & 1);
             const bool ok = row_ok[r] && j >= k_begin && j < k_end && row_mask[r].allowed(j);
-            allow |= std::uint32_t(ok) << (4 * (c / 2) + 2 * r + (c & 1));
+            bits |= std::uint32_t(ok) << (4 * (c / 2) + 2 * r + (c & 1));
           }
+        }
+        return bits;
+      };
+      if (kind != TileKind::full) {
+        if constexpr (BlockSpanMask<MaskT>) {
+          // A tile inside one block of the mask: each row's keys are one interval (clipped to
+          // [k_begin, k_end)), two unsigned compares per key.
+          const index_t blk = mask.span_block(), kb = j0 / blk;
+          if ((j0 + BN - 1) / blk == kb) {
+            allow = 0;
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              const RowSpan sp = row_ok[r] ? mask.block_span(row_pos[r], kb) : RowSpan{0, 0, 0};
+              const index_t lo = sp.lo > k_begin ? sp.lo : k_begin, hi = sp.hi < k_end ? sp.hi : k_end;
+              const int lo_i = int(lo), w = hi > lo ? int(hi - lo) : 0;
+#pragma unroll
+              for (int c = 0; c < 2 * SN; ++c) {
+                const int j = j0 + (c / 2) * 8 + 2 * t + (c & 1);
+                allow |= std::uint32_t(unsigned(j - lo_i) < unsigned(w)) << (4 * (c / 2) + 2 * r + (c & 1));
+              }
+            }
+          } else {
+            allow = allowed_bits();
+          }
+        } else {
+          allow = allowed_bits();
         }
       }
     }

@@ -51,6 +51,15 @@ concept SpanMask = requires(const M m, index_t pos) {
   { m.row_span(pos) } -> std::same_as<RowSpan>;
 };
 
+// Masks whose allowed keys inside one block of span_block() keys form one interval per row
+// (bound MoBA: all of a routed block up to the causal limit): a tile that lies inside one
+// block then needs one block_span() per row and two compares per key.
+template <class M>
+concept BlockSpanMask = requires(const M m, index_t pos, index_t kb) {
+  { m.block_span(pos, kb) } -> std::same_as<RowSpan>;
+  { m.span_block() } -> std::convertible_to<index_t>;
+};
+
 template <class M>
 concept Mask = std::is_trivially_copyable_v<M> && (ElementMask<M> || is_content_dependent<M>());
 

@@ -39,6 +39,13 @@ struct MoBARows {
     return (bits[(pos - pos0) * words + kb / 64] >> (kb % 64)) & 1u;
   }
   ATTNKIT_HD bool allowed(index_t pos, index_t j) const { return j <= pos && routed(pos, j / block); }
+  // Keys of block kb that row pos attends (BlockSpanMask): the block up to pos if routed.
+  ATTNKIT_HD index_t span_block() const { return block; }
+  ATTNKIT_HD RowSpan block_span(index_t pos, index_t kb) const {
+    if (!routed(pos, kb)) return {0, 0, 0};
+    const index_t end = (kb + 1) * block;
+    return {kb * block, pos + 1 < end ? pos + 1 : end, 0};
+  }
   ATTNKIT_HD TileKind classify(const TileRect& r) const {
     if (r.k_lo > r.q_hi - 1) return TileKind::skip;
     const bool causal_full = r.k_hi - 1 <= r.q_lo;
