@@ -41,6 +41,14 @@ TEST_CASE("top-k keeps the k largest logits with ties to the lower index", "[con
   check_selection(make_attention(Sigmoid{}, TopK<Full>{200}), s, {1.f, true});  // k above the count: all kept
 }
 
+TEST_CASE("MoBA with blocks of whole key tiles (row intervals per tile) matches the reference", "[content]") {
+  for (const Shape& s : {Shape{1, 4, 2, 300, 300, 32, 16, false, {}}, Shape{2, 2, 1, 130, 333, 24, 24, true, {}}}) {
+    check_variant<float>(make_attention(Softmax{}, MoBA{64, 3}), s);
+    check_variant<float>(make_attention(Softmax{}, MoBA{128, 2}), s);
+    check_variant<float>(make_attention(Sigmoid{}, MoBA{192, 2}), s);
+  }
+}
+
 TEST_CASE("block top-k, MoBA and cluster routing select like the reference", "[content]") {
   const Shape s{2, 2, 1, 150, 150, 32, 16, true, {}};
   check_selection(make_attention(Softmax{}, TopKBlocks<Causal>{3, 32, 16}), s, {});

@@ -545,6 +545,8 @@ class Plan {
   // Partial tile: masked logits become -inf (softmax) or 0 with a zero validity weight.
   template <class BM>
   void apply_mask(Worker& w, const BM& bm, index_t jlo, index_t n, index_t pos0, index_t rows) const {
+    if constexpr (SpanMask<BM> || BlockSpanMask<BM>)
+      if (apply_span_mask(w, bm, jlo, n, pos0, rows)) return;
     for (index_t c = 0; c < n; ++c)
       for (index_t r = 0; r < TQP; ++r) {
         float& s = w.st[c * TQP + r];
@@ -556,6 +558,48 @@ class Plan {
           if (!ok) s = 0.f;
         }
       }
+  }
+
+  // apply_mask for masks whose rows are key intervals (SpanMask, and BlockSpanMask where the
+  // tile lies inside one block): each row's RowSpan once, then simd_width rows per key with
+  // three compares, instead of a mask_allows() call per (row, key). Keys compare as floats,
+  // exact below 2^24; false (not applied) past that or across blocks.
+  template <class BM>
+  bool apply_span_mask(Worker& w, const BM& bm, index_t jlo, index_t n, index_t pos0, index_t rows) const {
+    constexpr int W = simd_width;
+    constexpr index_t exact = index_t(1) << 24;
+    if (jlo + n > exact) return false;
+    [[maybe_unused]] index_t kb = 0;
+    if constexpr (!SpanMask<BM>) {
+      kb = jlo / bm.span_block();
+      if ((jlo + n - 1) / bm.span_block() != kb) return false;
+    }
+    alignas(64) float lo[TQP], hi[TQP], sinks[TQP];
+    const auto key = [](index_t j) { return float(j < -1 ? -1 : (j > exact ? exact : j)); };
+    for (index_t r = 0; r < TQP; ++r) {
+      RowSpan sp{0, 0, 0};  // rows past the tile's queries: nothing (j < 0)
+      if (r < rows) {
+        if constexpr (SpanMask<BM>) sp = bm.row_span(pos0 + r);
+        else sp = bm.block_span(pos0 + r, kb);
+      }
+      lo[r] = key(sp.lo), hi[r] = key(sp.hi), sinks[r] = key(sp.sinks);
+    }
+    for (index_t c = 0; c < n; ++c) {
+      const vfloat j(float(jlo + c));  // allowed iff j < hi && (j >= lo || j < sinks)
+      for (index_t r = 0; r < TQP; r += W) {
+        const auto ok = (j < vfloat::load_aligned(hi + r)) &
+                        ((j >= vfloat::load_aligned(lo + r)) | (j < vfloat::load_aligned(sinks + r)));
+        float* s = w.st.data() + c * TQP + r;
+        const vfloat x = vfloat::load_unaligned(s);
+        if constexpr (Score::tracks_max) {
+          xsimd::select(ok, x, vfloat(neg_inf)).store_unaligned(s);
+        } else {
+          xsimd::select(ok, vfloat(1.f), vfloat(0.f)).store_unaligned(w.valid.data() + c * TQP + r);
+          xsimd::select(ok, x, vfloat(0.f)).store_unaligned(s);
+        }
+      }
+    }
+    return true;
   }
 
   // The score function's monoid update, vectorised across the tile's queries: S^T -> P^T.
