@@ -574,6 +574,20 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     // allowed() in a rolled loop (masks such as neighborhoods are arithmetic-heavy and would
     // not fit unrolled 32 times).
     std::uint32_t allow = ~0u;
+    // Partial-tile bits of rows whose keys are [lo, lo + w) plus the sinks [k_begin, k_begin +
+    // sink_w): two unsigned compares per key (SpanMask, BlockSpanMask).
+    [[maybe_unused]] const auto interval_bits = [&](const int (&lo)[2], const int (&w)[2], const int (&sink_w)[2]) {
+      std::uint32_t bits = 0;
+#pragma unroll
+      for (int r = 0; r < 2; ++r)
+#pragma unroll
+        for (int c = 0; c < 2 * SN; ++c) {
+          const int j = j0 + (c / 2) * 8 + 2 * t + (c & 1);
+          const bool ok = unsigned(j - lo[r]) < unsigned(w[r]) || unsigned(j - k_begin) < unsigned(sink_w[r]);
+          bits |= std::uint32_t(ok) << (4 * (c / 2) + 2 * r + (c & 1));
+        }
+      return bits;
+    };
     int origin[prank] = {};  // patch tiling: the key patch's origin in sub-grid units
     if constexpr (Patched) {
       // Key slot c = n * 8 + 2t + e: inner offset (n & 1) * 8 + 2t + e, outer slot n / 2. A
@@ -602,17 +616,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
           }
       }
     } else if constexpr (SpanMask<MaskT> && !LogitMask<MaskT>) {
-      if (kind != TileKind::full) {
-        allow = 0;
-#pragma unroll
-        for (int r = 0; r < 2; ++r)
-#pragma unroll
-          for (int c = 0; c < 2 * SN; ++c) {
-            const int j = j0 + (c / 2) * 8 + 2 * t + (c & 1);
-            const bool ok = unsigned(j - span_lo[r]) < unsigned(span_w[r]) || unsigned(j - k_begin) < unsigned(sink_w[r]);
-            allow |= std::uint32_t(ok) << (4 * (c / 2) + 2 * r + (c & 1));
-          }
-      }
+      if (kind != TileKind::full) allow = interval_bits(span_lo, span_w, sink_w);
     } else if constexpr (!LogitMask<MaskT>) {
       const auto allowed_bits = [&] {
         std::uint32_t bits = 0;
@@ -633,18 +637,15 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
           // [k_begin, k_end)), two unsigned compares per key.
           const index_t blk = mask.span_block(), kb = j0 / blk;
           if ((j0 + BN - 1) / blk == kb) {
-            allow = 0;
+            int lo_i[2], w[2];
+            const int no_sinks[2] = {0, 0};
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
               const RowSpan sp = row_ok[r] ? mask.block_span(row_pos[r], kb) : RowSpan{0, 0, 0};
               const index_t lo = sp.lo > k_begin ? sp.lo : k_begin, hi = sp.hi < k_end ? sp.hi : k_end;
-              const int lo_i = int(lo), w = hi > lo ? int(hi - lo) : 0;
-#pragma unroll
-              for (int c = 0; c < 2 * SN; ++c) {
-                const int j = j0 + (c / 2) * 8 + 2 * t + (c & 1);
-                allow |= std::uint32_t(unsigned(j - lo_i) < unsigned(w)) << (4 * (c / 2) + 2 * r + (c & 1));
-              }
+              lo_i[r] = int(lo), w[r] = hi > lo ? int(hi - lo) : 0;
             }
+            allow = interval_bits(lo_i, w, no_sinks);
           } else {
             allow = allowed_bits();
           }
