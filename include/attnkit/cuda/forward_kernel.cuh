@@ -3,9 +3,10 @@
 // (content-dependent masks bind per head to the output of bind.hpp's pre-pass).
 //
 // One CTA owns BM = 16 x warps queries of one (batch, query head); each warp owns 16 rows.
-// Q stays in registers as mma A-fragments. K and V tiles of BN = 64 keys stream through two
-// shared buffers each with cp.async: while tile j computes, K of tile j + 1 and V of tile j
-// load, one barrier per tile. Shared tiles use the 128-byte swizzle of gmma.hpp: what wgmma
+// Q stays in registers as mma A-fragments (on sm_90a with D = 128, in shared memory, read by
+// wgmma). K and V tiles of BN = 64 keys (128 on that wide path) stream through two shared
+// buffers each with cp.async: while tile j computes, K of tile j + 1 and V of tile j load, one
+// barrier per tile. Shared tiles use the 128-byte swizzle of gmma.hpp: what wgmma
 // reads, and free of bank conflicts for ldmatrix. Per key tile j:
 //   S = Q K_j^T             (sm_90a: wgmma per warpgroup, K read from shared memory;
 //                            elsewhere mma.sync m16n8k16 over ldmatrix fragments; fp32)
@@ -35,17 +36,45 @@
 namespace attnkit::cuda::detail {
 
 // Tile shape of the forward kernel for a padded head dim HD (64 or 128) covering D and Dv.
-template <int HD_, int Warps = 4>
+// Key tiles are BN = 64 keys on the mma.sync path and for patch tiling; the wgmma path over
+// row-major tiles takes wide_BN keys (128 halves the per-tile fixed costs: barrier, row
+// maxima, loop control), with Q then read by the tensor cores from shared memory so that
+// the wider S fits the registers.
+template <int HD_, int Warps = 4, int WideBN = 64>
 struct ForwardTiles {
   static constexpr int HD = HD_;
-  static constexpr int warps = Warps, BM = 16 * warps, BN = 64, threads = warps * 32;
-  static_assert(BN / 8 * 4 == 32, "the partial-tile mask bits fill one 32-bit word");
+  static constexpr int warps = Warps, BM = 16 * warps, BN = 64, wide_BN = WideBN, threads = warps * 32;
+  static_assert(wide_BN == 64 || wide_BN == 128, "wgmma key tiles of 64 or 128 keys");
   static constexpr int chunks = HD / 8;  // 16-byte chunks per shared row
   static constexpr int min_blocks = 8 / warps;  // 8 warps per SM: two CTAs of 4 interleave their phases
-  static constexpr int tile_bytes = (BM + 4 * BN) * HD * 2;  // Q, two K and two V buffers
+  static constexpr int tile_bytes_for(int bn) { return (BM + 4 * bn) * HD * 2; }  // Q, two K and two V buffers
+  static constexpr int tile_bytes = tile_bytes_for(BN);
   static constexpr int smem_bytes = tile_bytes + 1024;  // slack to align the tiles to 1024 bytes
+  static constexpr int wide_smem_bytes = tile_bytes_for(wide_BN) + 1024;  // what an sm_90 device may run
   static_assert(HD % 64 == 0, "the swizzle needs at least 8 chunks of 16 bytes per row");
   static_assert(warps % 4 == 0, "wgmma: whole warpgroups");
+};
+
+// A thread's mask bits of a partial tile: S fragment element (n, e) (n-tile n, e = 2 r + column
+// parity) is bit 4 (n % 8) + e of word n / 8. Unrolled loops index the words statically.
+template <int SN>
+struct TileBits {
+  static constexpr int words = (SN + 7) / 8;
+  std::uint32_t w[words];
+  __device__ __forceinline__ static TileBits all() {
+    TileBits b;
+#pragma unroll
+    for (int i = 0; i < words; ++i) b.w[i] = ~0u;
+    return b;
+  }
+  __device__ __forceinline__ static TileBits none() {
+    TileBits b;
+#pragma unroll
+    for (int i = 0; i < words; ++i) b.w[i] = 0u;
+    return b;
+  }
+  __device__ __forceinline__ void set(int n, int e, bool ok) { w[n / 8] |= std::uint32_t(ok) << (4 * (n % 8) + e); }
+  __device__ __forceinline__ bool test(int n, int e) const { return (w[n / 8] >> (4 * (n % 8) + e)) & 1u; }
 };
 
 // Element offset of (row, col) in a swizzled [rows][HD] tile of 16-bit values.
@@ -185,15 +214,15 @@ __device__ __forceinline__ void load_tile(T* smem, const RowPtr& row, const T* a
   load_rows<HD, R, Threads, Layout>(smem, RowRange<RowPtr>{row, row0, n_rows}, any, n_cols, vec);
 }
 
-// softplus(y ln 2) for y in base-2 units: ln 2 (max(y, 0) + log2(1 + 2^-|y|)). Only the
-// exponential takes the special-function unit: log2(1 + u) for u in [0, 1] is u times a
-// degree-4 polynomial on the FMA pipe (relative error < 6e-5 over [0, 1], measured in float,
-// and exact in relative terms as u -> 0, so tiny weights keep their value). -inf gives 0;
-// NaN gives NaN.
-__device__ __forceinline__ float softplus_base2(float y) {
+// softplus(y ln 2) / ln 2 = max(y, 0) + log2(1 + 2^-|y|) for y in base-2 units (the caller
+// applies the ln 2 once per row). Only the exponential takes the special-function unit:
+// log2(1 + u) for u in [0, 1] is u times a degree-4 polynomial on the FMA pipe (relative error
+// < 6e-5 over [0, 1], measured in float, and exact in relative terms as u -> 0, so tiny weights
+// keep their value). -inf gives 0, +inf gives +inf, NaN gives NaN.
+__device__ __forceinline__ float softplus_log2_units(float y) {
   const float u = ptx::exp2_ftz(-fabsf(y));
   const float q = fmaf(fmaf(fmaf(fmaf(0.0599455865f, u, -0.227712643f), u, 0.442274178f), u, -0.717063932f), u, 1.44261568f);
-  return fmaf(u, q, fmaxf(y, 0.f)) * 0.6931471805599453f;
+  return fmaf(u, q, fmaxf(y, 0.f));
 }
 
 // The CTA's geometry of a patch-tiled launch (patch_tiles.cuh), nothing otherwise.
@@ -207,18 +236,24 @@ __device__ __forceinline__ auto patch_cta(const Patches& pt) {
 // row-major; every visited key tile is then partial.
 template <class Tiles, bool Patched, class Variant, class Score, class T, class TO, class KV>
 __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_kernel(const ForwardArgs<Variant, Score, T, TO, KV> a) {
-  constexpr int HD = Tiles::HD, BM = Tiles::BM, BN = Tiles::BN, NT = Tiles::threads;
+  constexpr bool use_gmma = gmma::available;
+  constexpr bool linear = is_linear_score<Score>();
+  constexpr int HD = Tiles::HD, BM = Tiles::BM, NT = Tiles::threads;
+  // (Linear attention's quadratic form measured 7% slower on wide tiles: it keeps 64.)
+  constexpr int BN = use_gmma && !Patched && !linear ? Tiles::wide_BN : Tiles::BN;
+  // Wide tiles read Q from shared memory (wgmma with both operands there), else Q stays in
+  // registers as A fragments.
+  constexpr bool q_in_smem = use_gmma && BN > 64;
   constexpr int KS = HD / 16;   // k-steps of Q K^T
   constexpr int SN = BN / 8;    // n-tiles of S per warp
   constexpr int ON = HD / 8;    // n-tiles of O per warp
-  constexpr bool linear = is_linear_score<Score>();
   constexpr bool tracks_max = Score::tracks_max;
   constexpr bool base2 = std::is_same_v<Score, Softmax>;  // exp2 with log2(e) folded into the scale
   constexpr float logit_unit = base2 ? 1.4426950408889634f : 1.f;
 
   using QLayout = BlockSwizzle<HD, BM>;
   using KVLayout = BlockSwizzle<HD, BN>;
-  constexpr bool use_gmma = gmma::available;
+  using Bits = TileBits<SN>;
 
   extern __shared__ __align__(128) unsigned char smem_raw[];
   // wgmma's swizzle repeats every 1024 bytes of address: the tiles start on such a boundary.
@@ -321,7 +356,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   // The loop reads its next tile from the list instead of scanning past skipped ones, which
   // for a sparse block mask were ten dependent shared loads ahead of every tile.
   const int kt_first = Patched ? 0 : k_begin / BN;
-  auto* const visit = reinterpret_cast<std::uint16_t*>(smem_tiles + Tiles::tile_bytes);
+  auto* const visit = reinterpret_cast<std::uint16_t*>(smem_tiles + Tiles::tile_bytes_for(BN));
   const bool cached = !Patched && kt_end - kt_first <= a.cached_tiles;
   int n_visit = 0;
   if (cached) {
@@ -387,10 +422,27 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   ptx::cp_async_wait<0>();
   publish();
 
-  // Q fragments of this warp's 16 rows (feature-mapped for linear attention).
+  // Q fragments of this warp's 16 rows (feature-mapped for linear attention), or Q in place in
+  // shared memory, signs flipped and feature-mapped there.
   std::uint32_t qf[KS][4];
+  if constexpr (q_in_smem) {
+    if (flip_q) {
+      auto* const words = reinterpret_cast<std::uint32_t*>(sQ);
+      for (int e = threadIdx.x; e < BM * HD / 2; e += NT) words[e] ^= 0x80008000u;  // sign bits of both values
+    }
+    if constexpr (linear) {
+      for (int e = threadIdx.x; e < BM * HD; e += NT) {
+        const int r = e / HD, col = e % HD;
+        if (col < D) {
+          T& x = sQ[QLayout::at(r, col)];
+          x = ptx::from_f32<T>(score.feature(ptx::to_f32(x)));
+        }
+      }
+    }
+    if (flip_q || linear) publish();
+  }
 #pragma unroll
-  for (int ks = 0; ks < KS; ++ks) {
+  for (int ks = 0; ks < (q_in_smem ? 0 : KS); ++ks) {
     ptx::ldmatrix_x4(qf[ks], sQ + QLayout::at(warp * 16 + lane % 16, ks * 16 + (lane / 16) * 8));
     if (flip_q)
 #pragma unroll
@@ -543,9 +595,14 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     if constexpr (use_gmma) {
       gmma::fence();
 #pragma unroll
-      for (int ks = 0; ks < KS; ++ks)
-        gmma::mma_rs<T, 0>(reinterpret_cast<float(&)[SN * 4]>(s), qf[ks],
-                           gmma::k_major_step<BN>(ptx::smem_addr(k_tile), ks), ks > 0);
+      for (int ks = 0; ks < KS; ++ks) {
+        const std::uint64_t k_desc = gmma::k_major_step<BN>(ptx::smem_addr(k_tile), ks);
+        if constexpr (q_in_smem)  // this warpgroup's 64 rows of Q, 128 bytes each
+          gmma::mma_ss<T>(reinterpret_cast<float(&)[SN * 4]>(s),
+                          gmma::k_major_step<BM>(ptx::smem_addr(sQ) + (warp / 4) * 64 * 128, ks), k_desc, ks > 0);
+        else
+          gmma::mma_rs<T, 0>(reinterpret_cast<float(&)[SN * 4]>(s), qf[ks], k_desc, ks > 0);
+      }
       gmma::commit();
       accumulate_pv(pf_prev, v_prev);  // runs behind S and on through this tile's weights
     } else {
@@ -570,21 +627,21 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     ptx::cp_async_commit();
     if constexpr (use_gmma) gmma::wait<1>();  // S has landed
 
-    // Element mask of partial tiles as 32 bits (bit 4n+e): from the row spans, or else from
-    // allowed() in a rolled loop (masks such as neighborhoods are arithmetic-heavy and would
-    // not fit unrolled 32 times).
-    std::uint32_t allow = ~0u;
+    // Element mask of partial tiles (TileBits): from the row spans, or else from allowed() in a
+    // rolled loop (masks such as neighborhoods are arithmetic-heavy and would not fit unrolled
+    // 2 x SN times).
+    Bits allow = Bits::all();
     // Partial-tile bits of rows whose keys are [lo, lo + w) plus the sinks [k_begin, k_begin +
     // sink_w): two unsigned compares per key (SpanMask, BlockSpanMask).
     [[maybe_unused]] const auto interval_bits = [&](const int (&lo)[2], const int (&w)[2], const int (&sink_w)[2]) {
-      std::uint32_t bits = 0;
+      Bits bits = Bits::none();
 #pragma unroll
       for (int r = 0; r < 2; ++r)
 #pragma unroll
         for (int c = 0; c < 2 * SN; ++c) {
           const int j = j0 + (c / 2) * 8 + 2 * t + (c & 1);
           const bool ok = unsigned(j - lo[r]) < unsigned(w[r]) || unsigned(j - k_begin) < unsigned(sink_w[r]);
-          bits |= std::uint32_t(ok) << (4 * (c / 2) + 2 * r + (c & 1));
+          bits.set(c / 2, 2 * r + (c & 1), ok);
         }
       return bits;
     };
@@ -593,7 +650,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
       // Key slot c = n * 8 + 2t + e: inner offset (n & 1) * 8 + 2t + e, outer slot n / 2. A
       // key is allowed when every axis offset from the row's window start is below its width.
       geom.key_origin(kt, origin);
-      allow = 0;
+      allow = Bits::none();
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const int inner0 = origin[prank - 1] + 2 * t - win_lo[r][prank - 1];
@@ -612,21 +669,24 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             const bool ok = outer_ok[n / 2] && unsigned(inner0 + (n & 1) * 8 + e) < unsigned(win_w[r][prank - 1]);
-            allow |= std::uint32_t(ok) << (4 * n + 2 * r + e);
+            allow.set(n, 2 * r + e, ok);
           }
       }
     } else if constexpr (SpanMask<MaskT> && !LogitMask<MaskT>) {
       if (kind != TileKind::full) allow = interval_bits(span_lo, span_w, sink_w);
     } else if constexpr (!LogitMask<MaskT>) {
       const auto allowed_bits = [&] {
-        std::uint32_t bits = 0;
+        Bits bits = Bits::none();
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
+#pragma unroll
+          for (int wi = 0; wi < Bits::words; ++wi) {
 #pragma unroll 1
-          for (int c = 0; c < 2 * SN; ++c) {  // key n * 8 + 2t + (c & 1) with n = c / 2
-            const int j = j0 + (c / 2) * 8 + 2 * t + (c & 1);
-            const bool ok = row_ok[r] && j >= k_begin && j < k_end && row_mask[r].allowed(j);
-            bits |= std::uint32_t(ok) << (4 * (c / 2) + 2 * r + (c & 1));
+            for (int c = 0; c < 16; ++c) {  // key n * 8 + 2t + (c & 1) with n = 8 wi + c / 2
+              const int j = j0 + (8 * wi + c / 2) * 8 + 2 * t + (c & 1);
+              const bool ok = row_ok[r] && j >= k_begin && j < k_end && row_mask[r].allowed(j);
+              bits.w[wi] |= std::uint32_t(ok) << (4 * (c / 2) + 2 * r + (c & 1));
+            }
           }
         }
         return bits;
@@ -668,7 +728,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
           float x = s[n][e];
           if constexpr (!linear) {
             if constexpr (Variant::has_mods) {  // only on real pairs: modifiers may index caller arrays
-              const bool real = Patched ? ((allow >> (4 * n + e)) & 1u) != 0 : row_ok[r] && j < Nk;
+              const bool real = Patched ? allow.test(n, e) : row_ok[r] && j < Nk;
               x = real
                       ? a.attn.template modify<float>(x * p.scale, LogitCoord{b, h, row_i[r], row_pos[r], j}) * logit_unit
                       : neg_inf;
@@ -678,7 +738,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
             if constexpr (!late_sanitize && !raw_fold) x = sanitize_logit(x);
           }
           if constexpr (!decltype(full_tile)::value) {
-            bool ok = (allow >> (4 * n + e)) & 1u;
+            bool ok = allow.test(n, e);
             if constexpr (LogitMask<MaskT>)
               ok = ok && row_ok[r] && j >= k_begin && j < k_end && mask_allows(mask, row_pos[r], j, x / logit_unit);
             x = ok ? x : (raw_fold ? raw_reject : neg_inf);
@@ -743,7 +803,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
         float& w = s[n][e];
         if constexpr (base2) w = ptx::exp2_ftz(fmaf(w, w_scale, -m_use[r]));  // -inf: 0
         else if constexpr (sigmoid_fold) w = fmaxf(ptx::rcp_newton(1.f + ptx::exp2_ftz(fmaf(w, sig_c1, sig_c0))), 0.f);
-        else if constexpr (softplus_fold) w = softplus_base2(sanitize_logit(w * sp_c[r]));
+        else if constexpr (softplus_fold) w = softplus_log2_units(w * sp_c[r]);
         else w = w == neg_inf ? 0.f : score.weight(w, m_use[r], lambda[r]);
         if constexpr (!softplus_fold) l[r] += w;
       }
@@ -754,10 +814,26 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
         for (int n = 0; n < SN; ++n)
 #pragma unroll
           for (int e = 0; e < 4; ++e) s[n][e] = power_of(s[n][e], score.power);
+      float tile_l[2] = {0.f, 0.f};
 #pragma unroll
       for (int n = 0; n < SN; ++n)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) l[e / 2] += s[n][e];
+        for (int e = 0; e < 4; ++e) tile_l[e / 2] += s[n][e];
+      // The logits were not sanitised: a NaN one gave a NaN weight, +inf (or an overflowing
+      // product) an infinite one, and either shows in the row sums. Such rare tiles get the
+      // weights sanitize_logit would have led to: 0 for NaN, for +inf the largest float that
+      // P's bfloat16 still holds (bfloat16's largest value).
+      if (__any_sync(0xffffffffu, !(tile_l[0] + tile_l[1] < __int_as_float(0x7f800000)))) {
+        tile_l[0] = tile_l[1] = 0.f;
+#pragma unroll
+        for (int n = 0; n < SN; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            s[n][e] = fminf(fmaxf(s[n][e], 0.f), 0x1.fep127f);
+            tile_l[e / 2] += s[n][e];
+          }
+      }
+      l[0] += tile_l[0], l[1] += tile_l[1];
     }
     // O moves to this tile's running max once P_{j-1} V_{j-1} has landed in it. (ptxas puts
     // this wait ahead of the exponentials above; a branch that kept them apart measured 1-3%
@@ -796,6 +872,12 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
   }
+  // Folded softplus summed weights in base-2 units: ln 2 ^ power turns o and l into natural ones.
+  [[maybe_unused]] float o_unit = 1.f;
+  if constexpr (softplus_fold) {
+    o_unit = power_of(0.6931471805599453f, score.power);
+    l[0] *= o_unit, l[1] *= o_unit;
+  }
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     if (!row_ok[r]) continue;
@@ -805,8 +887,8 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
 #pragma unroll
         for (int n = 0; n < ON; ++n) {
           const int col = n * 8 + 2 * t;
-          if (col < Dv) orow[col] = o[n][2 * r];
-          if (col + 1 < Dv) orow[col + 1] = o[n][2 * r + 1];
+          if (col < Dv) orow[col] = softplus_fold ? o[n][2 * r] * o_unit : o[n][2 * r];
+          if (col + 1 < Dv) orow[col + 1] = softplus_fold ? o[n][2 * r + 1] * o_unit : o[n][2 * r + 1];
         }
         if (t == 0) {
           *a.m.row(b, h, row_i[r]) = tracks_max ? m[r] / logit_unit : 0.f;
@@ -815,11 +897,20 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
         continue;
       }
     }
-    const float f = score.finalize_factor(m[r], l[r]);
+    const float f = softplus_fold ? score.finalize_factor(m[r], l[r]) * o_unit : score.finalize_factor(m[r], l[r]);
     TO* orow = a.o.row(b, h, row_i[r]);
+    // Column pairs as one 4-byte store where the row allows (half the store instructions).
+    constexpr bool pairs = sizeof(TO) == 2;
+    const bool paired = pairs && (reinterpret_cast<std::uintptr_t>(orow) & 3u) == 0;
 #pragma unroll
     for (int n = 0; n < ON; ++n) {
       const int col = n * 8 + 2 * t;
+      if constexpr (pairs) {
+        if (paired && col + 1 < Dv) {
+          *reinterpret_cast<std::uint32_t*>(orow + col) = ptx::pack2<TO>(o[n][2 * r] * f, o[n][2 * r + 1] * f);
+          continue;
+        }
+      }
       if (col < Dv) orow[col] = ptx::from_f32<TO>(o[n][2 * r] * f);
       if (col + 1 < Dv) orow[col + 1] = ptx::from_f32<TO>(o[n][2 * r + 1] * f);
     }

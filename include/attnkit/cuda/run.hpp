@@ -67,6 +67,13 @@ inline int multiprocessors() {
   return n;
 }
 
+inline int compute_capability_major() {
+  int dev = 0, major = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute");
+  return major;
+}
+
 // CTAs of `kernel` the current device holds at once, queried once per device: the occupancy
 // query costs microseconds, which a decode step would pay on every call.
 template <class Kernel>
@@ -137,11 +144,13 @@ void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, cudaStre
   }
   const auto kernel = forward_kernel<Tiles, false, Variant, Score, T, TO, KV>;
   // The visit list of up to 16384 key tiles (1M keys), 2 bytes each, lives in shared memory
-  // after the tiles.
+  // after the tiles, counted in the narrow tiles (an upper bound for wide ones). An sm_90
+  // device may run the sm_90a code, whose wgmma path takes wide key tiles.
   auto a = args;
   const std::int64_t n_tiles = (a.p.Nk + Tiles::BN - 1) / Tiles::BN;
   a.cached_tiles = int(n_tiles <= 16384 ? n_tiles : 0);
-  const int smem = gmma::cta_shared_bytes(Tiles::smem_bytes + (2 * a.cached_tiles + 15) / 16 * 16);
+  const int tile_smem = compute_capability_major() == 9 ? Tiles::wide_smem_bytes : Tiles::smem_bytes;
+  const int smem = gmma::cta_shared_bytes(tile_smem + (2 * a.cached_tiles + 15) / 16 * 16);
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
         "cudaFuncSetAttribute(forward_kernel)");
   const dim3 grid(unsigned((a.p.Nq + Tiles::BM - 1) / Tiles::BM), unsigned(a.p.Hq), unsigned(a.p.B));
@@ -252,7 +261,7 @@ void dispatch(const Variant& attn, const Call<T, TO, KV>& c, cudaStream_t stream
   Workspace workspace(stream);  // freed stream-ordered after the launch
   if constexpr (!KV::varlen) args.bind = DeviceBinder<MaskT>::prepare(attn.mask, c.prepass, workspace, stream);
   if (std::max(p.D, p.Dv) <= 64) launch_forward<ForwardTiles<64, 4>>(args, stream);  // measured: 4 warps x 2 CTAs best at D=64
-  else launch_forward<ForwardTiles<128, 8>>(args, stream);  // 8 warps x 1 CTA best at D=128
+  else launch_forward<ForwardTiles<128, 8, 128>>(args, stream);  // 8 warps x 1 CTA best at D=128
 }
 
 // Checks shared by every entry point; returns the resolved score's name check for lse.
