@@ -13,7 +13,6 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
-#include <atomic>
 #include <bit>
 #include <string>
 #include <type_traits>
@@ -31,6 +30,7 @@
 #include "decode_kernel.cuh"
 #include "forward_kernel.cuh"
 #include "linear_chunked.cuh"
+#include "occupancy.hpp"
 
 namespace attnkit::cuda {
 
@@ -58,37 +58,6 @@ template <class T>
 bool rows_16byte_aligned(const PagePool<T>& pool, index_t dim) {
   const bool strides = pool.stride[0] % 8 == 0 && pool.stride[1] % 8 == 0 && pool.stride[2] % 8 == 0;
   return reinterpret_cast<std::uintptr_t>(pool.data) % 16 == 0 && strides && dim % 8 == 0;
-}
-
-inline int multiprocessors() {
-  int dev = 0, n = 0;
-  check(cudaGetDevice(&dev), "cudaGetDevice");
-  check(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
-  return n;
-}
-
-inline int compute_capability_major() {
-  int dev = 0, major = 0;
-  check(cudaGetDevice(&dev), "cudaGetDevice");
-  check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute");
-  return major;
-}
-
-// CTAs of `kernel` the current device holds at once, queried once per device: the occupancy
-// query costs microseconds, which a decode step would pay on every call.
-template <class Kernel>
-std::int64_t resident_ctas(Kernel kernel, int threads, int smem) {
-  constexpr int max_devices = 64;
-  static std::atomic<std::int64_t> cached[max_devices] = {};
-  int dev = 0;
-  check(cudaGetDevice(&dev), "cudaGetDevice");
-  if (dev < max_devices && cached[dev].load(std::memory_order_relaxed) > 0) return cached[dev];
-  int per_sm = 0;
-  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem),
-        "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-  const std::int64_t n = std::int64_t(std::max(per_sm, 1)) * multiprocessors();
-  if (dev < max_devices) cached[dev] = n;
-  return n;
 }
 
 template <class T>
@@ -172,7 +141,7 @@ void launch_decode(const Variant& attn, const Score& score, const Call<T, TO, KV
   const auto kernel = decode_kernel<Tiles, Variant, Score, T, KV>;
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tiles::smem_bytes),
         "cudaFuncSetAttribute(decode_kernel)");
-  const std::int64_t slots = resident_ctas(kernel, Tiles::threads, Tiles::smem_bytes);
+  const std::int64_t slots = resident_ctas<decode_kernel<Tiles, Variant, Score, T, KV>>(Tiles::threads, Tiles::smem_bytes);
   const std::int64_t keys = p.key_end - p.key_begin;
   const std::int64_t units = p.B * p.Hkv * d.row_chunks;
   const std::int64_t most = std::clamp<std::int64_t>((keys + 4 * Tiles::BN - 1) / (4 * Tiles::BN), 1, 65535);
@@ -224,17 +193,8 @@ void dispatch(const Variant& attn, const Call<T, TO, KV>& c, cudaStream_t stream
       la.score = score;
       la.causal = std::is_same_v<MaskT, Causal>;
       la.vec = c.vec;
-      const auto launch = [&](auto tiles) {
-        using L = decltype(tiles);
-        const auto kernel = detail::linear_chunked_kernel<L, Score, T, TO>;
-        check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::smem_bytes),
-              "cudaFuncSetAttribute(linear_chunked_kernel)");
-        const dim3 grid(unsigned((p.Dv + L::DVS - 1) / L::DVS), unsigned(p.Hq), unsigned(p.B));
-        kernel<<<grid, L::threads, L::smem_bytes, stream>>>(la);
-      };
-      if (p.D <= 64) launch(detail::LinearChunkTiles<64>{});
-      else launch(detail::LinearChunkTiles<128>{});
-      check(cudaGetLastError(), "linear_chunked_kernel launch");
+      if (p.D <= 64) detail::launch_linear_chunked<detail::LinearChunkTiles<64>>(la, stream);
+      else detail::launch_linear_chunked<detail::LinearChunkTiles<128>>(la, stream);
       return;
     }
   }
