@@ -162,7 +162,7 @@ inline constexpr bool strided_range<RowRange<StridedRows<T>>> = true;
 template <int HD, int R, int Threads, class Layout = RowSwizzle<HD>, class T, class Source>
 __device__ __forceinline__ void load_rows(T* smem, const Source& src, const T* any, int n_cols, bool vec) {
   constexpr int chunks = HD / 8, iters = (R * chunks + Threads - 1) / Threads;
-  const int tid = threadIdx.x;
+  const int tid = threadIdx.x % Threads;  // callers may be the first Threads of a larger block
   // (Both swizzles repeat every 8 rows: at(r + 8k, c) = at(r, c) + at(8k, 0).)
   if constexpr (strided_range<Source> && Threads % chunks == 0 && Threads / chunks % 8 == 0) {
     if (vec) {
@@ -387,6 +387,18 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     if constexpr (Patched) return TileKind::partial;  // never full: the windows differ across a patch
     else return classify_tile(kt);
   };
+  // Ping-pong of the two warpgroups (sm_90a): the second one runs half a tile behind, its
+  // barrier placed after its tensor-core work instead of before it. Between two barriers the
+  // first warpgroup's S and P V then run on the tensor cores while the second computes weights,
+  // and the other way round, where in step the two would compute weights at the same time with
+  // the tensor cores idle. The code stays one copy; only where each warpgroup waits differs.
+  constexpr bool ping_pong = use_gmma && !linear && NT == 256;
+  const bool trailing = ping_pong && warp >= 4;
+  // The first warpgroup copies the K tiles and the second the V tiles, each right after its
+  // barrier: the copies then have a whole step to land, and each warpgroup spends half the
+  // address arithmetic.
+  constexpr int loaders = ping_pong ? NT / 2 : NT;
+
   // Key tile kt (K or V rows) into a shared buffer: row-major keys [kt * BN, kt * BN + BN),
   // or the slots of a key patch.
   const auto load_key_tile = [&](T* dst, const auto& rows, const T* any, int kt, int n_cols) {
@@ -394,10 +406,10 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
       int origin[prank];
       geom.key_origin(kt, origin);
       const auto token_of = [&](int c) { return geom.key_token(origin, c); };
-      load_rows<HD, BN, NT, KVLayout>(dst, GatheredRows<std::remove_cvref_t<decltype(rows)>, decltype(token_of)>{rows, token_of},
-                                      any, n_cols, a.vec);
+      load_rows<HD, BN, loaders, KVLayout>(dst, GatheredRows<std::remove_cvref_t<decltype(rows)>, decltype(token_of)>{rows, token_of},
+                                           any, n_cols, a.vec);
     } else {
-      load_tile<HD, BN, NT, KVLayout>(dst, rows, any, kt * BN, Nk, n_cols, a.vec);
+      load_tile<HD, BN, loaders, KVLayout>(dst, rows, any, kt * BN, Nk, n_cols, a.vec);
     }
   };
   // Token of key slot c of the patch at `origin` (-1 outside the grid); row-major: c.
@@ -418,7 +430,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
 
   // ---- prologue: the first K tile; then Q, it and the zero V are in
   int kt = cached ? visit_tile(0) : next_tile(kt_first);
-  if (kt < kt_end) load_key_tile(sK, k_row, a.kv.any(), kt, D);
+  if (kt < kt_end && !trailing) load_key_tile(sK, k_row, a.kv.any(), kt, D);
   ptx::cp_async_commit();
   ptx::cp_async_wait<0>();
   publish();
@@ -577,8 +589,15 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     const T* const v_prev = sV + ((j + 1) & 1) * (BN * HD);
 
     // K of this tile and V of the previous one are in, and every warp is past tile j - 1.
-    ptx::cp_async_wait<0>();
-    publish();
+    // (The trailing warpgroup waits after its S and P V instead, and once before the first.)
+    if (!trailing || j == 0) {
+      ptx::cp_async_wait<0>();
+      publish();
+    }
+    if (trailing && j == 0) {
+      load_key_tile(sV, v_row, a.kv.any_v(), kt, Dv);
+      ptx::cp_async_commit();
+    }
 
     if constexpr (linear) {  // phi(K) in place, only on real feature columns
       for (int e = threadIdx.x; e < BN * HD; e += NT) {
@@ -623,9 +642,19 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     }
     // Tile j - 1's buffers take V of this tile and K of the next. Issued behind the tensor-core
     // work: the address arithmetic of the copies runs in its shadow.
-    load_key_tile(sV + (j & 1) * (BN * HD), v_row, a.kv.any_v(), kt, Dv);
-    if (kt_next < kt_end) load_key_tile(sK + ((j + 1) & 1) * (BN * HD), k_row, a.kv.any(), kt_next, D);
-    ptx::cp_async_commit();
+    if (!trailing) {
+      if (!ping_pong) load_key_tile(sV + (j & 1) * (BN * HD), v_row, a.kv.any_v(), kt, Dv);
+      if (kt_next < kt_end) load_key_tile(sK + ((j + 1) & 1) * (BN * HD), k_row, a.kv.any(), kt_next, D);
+      ptx::cp_async_commit();
+    } else if constexpr (ping_pong) {
+      // Its tensor-core work is done (the buffers it read may be refilled) and its copy of V
+      // is in; then V of the next tile, into the buffer P V j - 1 has just finished with.
+      gmma::wait<0>();
+      ptx::cp_async_wait<0>();
+      publish();
+      if (kt_next < kt_end) load_key_tile(sV + ((j + 1) & 1) * (BN * HD), v_row, a.kv.any_v(), kt_next, Dv);
+      ptx::cp_async_commit();
+    }
     if constexpr (use_gmma) gmma::wait<1>();  // S has landed
 
     // Element mask of partial tiles (TileBits): from the row spans, or else from allowed() in a
@@ -859,8 +888,10 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     kt = kt_next;
     // After the last visited tile: its own P V, from V buffer j % 2.
     if (kt >= kt_end) {
-      ptx::cp_async_wait<0>();
-      publish();
+      if (!trailing) {
+        ptx::cp_async_wait<0>();
+        publish();
+      }
       accumulate_pv(pf_prev, sV + (j & 1) * (BN * HD));
       if constexpr (use_gmma) gmma::wait<0>();
     }

@@ -52,8 +52,10 @@ constexpr int cta_shared_bytes(int bytes) { return (bytes + 1023) / 1024 * 1024;
 // The descriptor of the same layout `bytes` further on. The start address is the low field
 // in 16-byte units; shared memory ends below 256 KB, so the add never carries out of it, and
 // the k-steps of one tile share a single descriptor computation (a handful of instructions
-// per wgmma otherwise).
-__device__ __forceinline__ std::uint64_t advance(std::uint64_t desc, std::uint32_t bytes) { return desc + (bytes >> 4); }
+// per wgmma otherwise). A 32-bit add on the low word: a 64-bit one costs a carry per wgmma.
+__device__ __forceinline__ std::uint64_t advance(std::uint64_t desc, std::uint32_t bytes) {
+  return (desc & 0xFFFFFFFF00000000ull) | std::uint32_t(std::uint32_t(desc) + (bytes >> 4));
+}
 
 // B operand of k-step ks (16 reduction columns) of an [R][HD] K-major tile at smem_byte_addr,
 // e.g. K for S = Q K^T: the 16 columns lie in 64-column block ks / 4, 32 bytes per k-step.
