@@ -131,6 +131,30 @@ __device__ __forceinline__ ProblemInfo sequence_problem(const ProblemInfo& all, 
   return p;
 }
 
+// v[n] = op(v[n], v[n + W]) for n < W, then the same on the first half: one level of the
+// tree per instantiation (a loop over the levels was left rolled, v in local memory).
+template <int W, int N, class Op>
+__device__ __forceinline__ void fold_halves(float (&v)[N], Op op) {
+  if constexpr (W > 0) {
+#pragma unroll
+    for (int n = 0; n < W; ++n) v[n] = op(v[n], v[n + W]);
+    fold_halves<W / 2>(v, op);
+  }
+}
+
+// Row r's 2 x SN values of an accumulator tile (s[n][2r], s[n][2r + 1]) reduced by op in a
+// balanced tree: a chain of dependent ops leaves the scheduler idle on each one's latency
+// while the other warpgroup's warps wait on the tensor cores (ping-pong).
+template <int SN, class Op>
+__device__ __forceinline__ float row_reduce(const float (&s)[SN][4], int r, Op op) {
+  static_assert((SN & (SN - 1)) == 0, "a tile's key columns come in a power of two of 8-column blocks");
+  float v[SN];
+#pragma unroll
+  for (int n = 0; n < SN; ++n) v[n] = op(s[n][2 * r], s[n][2 * r + 1]);
+  fold_halves<SN / 2>(v, op);
+  return v[0];
+}
+
 // Sources of a tile's rows for load_rows: whether tile row r exists, and its address.
 // Consecutive rows [row0, row0 + R) of row(i), those at or past n_rows absent: the bound
 // test is kept apart from the address (a null test on the address instead costs the dense
@@ -787,9 +811,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
       const auto row_maxima = [&](auto max2, float scale = 1.f) {
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          float t_max = max2(s[0][2 * r], s[0][2 * r + 1]);
-#pragma unroll
-          for (int n = 1; n < SN; ++n) t_max = max2(t_max, max2(s[n][2 * r], s[n][2 * r + 1]));
+          float t_max = row_reduce(s, r, max2);
           t_max = max2(t_max, __shfl_xor_sync(0xffffffffu, t_max, 1));
           t_max = max2(t_max, __shfl_xor_sync(0xffffffffu, t_max, 2));
           mx[r] = max2(m[r], t_max * scale);
@@ -835,20 +857,17 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
         else if constexpr (sigmoid_fold) w = fmaxf(ptx::rcp_newton(1.f + ptx::exp2_ftz(fmaf(w, sig_c1, sig_c0))), 0.f);
         else if constexpr (softplus_fold) w = softplus_log2_units(w * sp_c[r]);
         else w = w == neg_inf ? 0.f : score.weight(w, m_use[r], lambda[r]);
-        if constexpr (!softplus_fold) l[r] += w;
       }
     }
+    const auto plus = [](float x, float y) { return x + y; };
+    if constexpr (!softplus_fold) l[0] += row_reduce(s, 0, plus), l[1] += row_reduce(s, 1, plus);
     if constexpr (softplus_fold) {  // the power outside the loop above: most calls have r = 1
       if (score.power != 1.f)
 #pragma unroll
         for (int n = 0; n < SN; ++n)
 #pragma unroll
           for (int e = 0; e < 4; ++e) s[n][e] = power_of(s[n][e], score.power);
-      float tile_l[2] = {0.f, 0.f};
-#pragma unroll
-      for (int n = 0; n < SN; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) tile_l[e / 2] += s[n][e];
+      float tile_l[2] = {row_reduce(s, 0, plus), row_reduce(s, 1, plus)};
       // The logits were not sanitised: a NaN one gave a NaN weight, +inf (or an overflowing
       // product) an infinite one, and either shows in the row sums. Such rare tiles get the
       // weights sanitize_logit would have led to: 0 for NaN, for +inf the largest float that
