@@ -184,9 +184,9 @@ inline constexpr bool strided_range<RowRange<StridedRows<T>>> = true;
 // Loads R rows x [0, HD) of `src` into a swizzled shared tile; absent rows and columns at or
 // past n_cols are zero-filled. `any` is a valid address for the zero-byte copies.
 template <int HD, int R, int Threads, class Layout = RowSwizzle<HD>, class T, class Source>
-__device__ __forceinline__ void load_rows(T* smem, const Source& src, const T* any, int n_cols, bool vec) {
+__device__ __forceinline__ void load_rows(T* smem, const Source& src, const T* any, int n_cols, bool vec,
+                                          int tid = threadIdx.x) {  // tid in [0, Threads)
   constexpr int chunks = HD / 8, iters = (R * chunks + Threads - 1) / Threads;
-  const int tid = threadIdx.x % Threads;  // callers may be the first Threads of a larger block
   // (Both swizzles repeat every 8 rows: at(r + 8k, c) = at(r, c) + at(8k, 0).)
   if constexpr (strided_range<Source> && Threads % chunks == 0 && Threads / chunks % 8 == 0) {
     if (vec) {
@@ -234,8 +234,8 @@ __device__ __forceinline__ void load_rows(T* smem, const Source& src, const T* a
 // Rows [row0, row0 + R) of row(i), rows at or past n_rows as zeros.
 template <int HD, int R, int Threads, class Layout = RowSwizzle<HD>, class T, class RowPtr>
 __device__ __forceinline__ void load_tile(T* smem, const RowPtr& row, const T* any, int row0, int n_rows, int n_cols,
-                                          bool vec) {
-  load_rows<HD, R, Threads, Layout>(smem, RowRange<RowPtr>{row, row0, n_rows}, any, n_cols, vec);
+                                          bool vec, int tid = threadIdx.x) {
+  load_rows<HD, R, Threads, Layout>(smem, RowRange<RowPtr>{row, row0, n_rows}, any, n_cols, vec, tid);
 }
 
 // softplus(y ln 2) / ln 2 = max(y, 0) + log2(1 + 2^-|y|) for y in base-2 units (the caller
@@ -422,6 +422,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   // barrier: the copies then have a whole step to land, and each warpgroup spends half the
   // address arithmetic.
   constexpr int loaders = ping_pong ? NT / 2 : NT;
+  const int loader_id = int(threadIdx.x) % loaders;
 
   // Key tile kt (K or V rows) into a shared buffer: row-major keys [kt * BN, kt * BN + BN),
   // or the slots of a key patch.
@@ -431,9 +432,9 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
       geom.key_origin(kt, origin);
       const auto token_of = [&](int c) { return geom.key_token(origin, c); };
       load_rows<HD, BN, loaders, KVLayout>(dst, GatheredRows<std::remove_cvref_t<decltype(rows)>, decltype(token_of)>{rows, token_of},
-                                           any, n_cols, a.vec);
+                                           any, n_cols, a.vec, loader_id);
     } else {
-      load_tile<HD, BN, loaders, KVLayout>(dst, rows, any, kt * BN, Nk, n_cols, a.vec);
+      load_tile<HD, BN, loaders, KVLayout>(dst, rows, any, kt * BN, Nk, n_cols, a.vec, loader_id);
     }
   };
   // Token of key slot c of the patch at `origin` (-1 outside the grid); row-major: c.
