@@ -3,8 +3,9 @@
 // 64-query tiles would be almost all padding. A DecodePlan's work item is
 // (sequence, kv head, key split): its rows are every query head of the kv head's GQA group
 // times the sequence's queries, so each K/V row is read from memory once for all of them.
-// Items stream their key range in chunks of simd_width keys (logits vectorised along D, the
-// score function's monoid update across the chunk's keys, O += P V along Dv). When a
+// Items stream their key range in chunks of keys (logits vectorised along D, the score
+// function's monoid update across the chunk's keys, O += P V along Dv), requesting the rows
+// of keys a fixed distance ahead as they go so that memory overlaps the arithmetic. When a
 // sequence has fewer kv heads than the machine has threads, its keys are split; the last
 // split of a (sequence, kv head) to finish merges the partial states with the score's
 // combine_rows, in split order, and finalises -- one pass, no second phase to drive.
@@ -46,15 +47,32 @@ class DecodePlan {
   static constexpr bool linear = is_linear_score<Score>();
   static constexpr int W = simd_width;
   static constexpr index_t min_split = 512;  // keys: below this a split costs more than it balances
+  // Keys per chunk: the per-chunk work (mask class, row pointers, the scalar part of each
+  // row's monoid update, the accumulator loads and stores of P V) is paid once per 32 keys.
+  static constexpr index_t chunk_keys = 4 * W;
+  // Keys between a row in use and the row requested with it: two chunks, so that the lines
+  // arrive while the chunk in between computes (measured: 64 keys beat 16 and 32; without
+  // any, the hardware prefetchers alone leave about half the bandwidth unused).
+  static constexpr index_t prefetch_keys = 2 * chunk_keys;
+  // Items over G kv heads (token-major caches) read G rows a key: their chunk and distance
+  // shrink by G, down to simd_width keys. Where that distance still spans more than
+  // ahead_bytes (the dense f32 distance), the item instead requests each chunk's lines just
+  // before computing it, all at once (measured on paged caches, 32 heads: 8 keys ahead ran
+  // at two thirds of that, f32 and bf16).
+  static index_t chunk_for(index_t G) { return std::max<index_t>(W, chunk_keys / G / W * W); }
+  static index_t ahead_for(index_t G) { return std::max<index_t>(W, prefetch_keys / G / W * W); }
+  static constexpr index_t ahead_bytes = 64 << 10;
 
  public:
   using Seq = SeqView<TQ, TK, TV, TO>;
 
   struct Worker {
     std::vector<float> q, s, p, acc, m, l, lambda;
+    std::vector<HeadRows<TK>> krows;  // where the K / V rows of each kv head of the item live
+    std::vector<HeadRows<TV>> vrows;
     std::vector<const TK*> kp;  // K / V rows of the current chunk, per kv head of the item
     std::vector<const TV*> vp;
-    TileCounters counters;  // key chunks of simd_width keys
+    TileCounters counters;  // in key chunks of simd_width keys
   };
 
   DecodePlan(const Variant& attn, std::vector<Seq> seqs, const Options& opt) : attn_(attn) {
@@ -92,7 +110,7 @@ class DecodePlan {
       st.first_item = items;
       items += st.p.Hkv / st.heads * st.splits;
       st.Dp = round_up(st.p.D, W);
-      st.Dvp = round_up(st.p.Dv, decode_pv_width);
+      st.Dvp = round_up(st.p.Dv, decode_pv_pad);
       if (st.splits > 1) {
         st.scratch = scratch, st.counter = counters;
         scratch += st.p.Hkv * st.splits * st.rows * (st.Dvp + 2);
@@ -169,53 +187,89 @@ class DecodePlan {
     w.m.assign(std::size_t(G * rows), initial_row_max<Score>());
     w.l.assign(std::size_t(G * rows), 0.f);
     w.lambda.assign(std::size_t(G * rows), 1.f);
-    w.s.resize(std::size_t(rows * W));
-    w.p.resize(std::size_t(rows * W));
+    w.s.resize(std::size_t(rows * chunk_keys));
+    w.p.resize(std::size_t(rows * chunk_keys));
     if (score_needs_row_count(st.score))
       for (index_t r = 0; r < rows; ++r) {
         const float lambda = score_row_scale<float>(st.score, allowed_keys(p, p.pos(row_query(st, r))));
         for (index_t g = 0; g < G; ++g) w.lambda[g * rows + r] = lambda;
       }
 
-    w.kp.resize(std::size_t(G * W));
-    w.vp.resize(std::size_t(G * W));
+    w.krows.resize(std::size_t(G));
+    w.vrows.resize(std::size_t(G));
+    for (index_t g = 0; g < G; ++g) {
+      w.krows[g] = head_rows(st.in.k, 0, h0 + g, st.in.slot, false);
+      w.vrows[g] = head_rows(st.in.v, 0, h0 + g, st.in.slot, true);
+    }
+    // Rows of the chunk [j, j + n) and of keys [j + distance, ...) the kernels request
+    // as they go (rows past the item's end: the chunk's own, already cached).
+    w.kp.resize(std::size_t(2 * G * chunk_keys));
+    w.vp.resize(std::size_t(2 * G * chunk_keys));
+    const TK** kahead = w.kp.data() + G * chunk_keys;
+    const TV** vahead = w.vp.data() + G * chunk_keys;
+    const index_t chunk = chunk_for(G), row_bytes = p.D * index_t(sizeof(TK)) + p.Dv * index_t(sizeof(TV));
+    const bool spread = G * ahead_for(G) * row_bytes <= ahead_bytes;
+    const index_t distance = spread ? ahead_for(G) : 0;
+    // Requests every line of keys [a, b), token by token (the memory order when heads
+    // interleave); into L2 when they would not fit L1.
+    auto request = [&](index_t a, index_t b) {
+      auto rows = [&]<bool Near>(std::bool_constant<Near>) {
+        for (index_t c = a; c < b; ++c)
+          for (index_t g = 0; g < G; ++g) {
+            prefetch_row<Near>(w.krows[g].row(c), p.D);
+            prefetch_row<Near>(w.vrows[g].row(c), p.Dv);
+          }
+      };
+      if (G * (b - a) * row_bytes <= 16384) rows(std::true_type{});
+      else rows(std::false_type{});
+    };
+    if (spread) request(j0, std::min(j1, j0 + distance));  // the item's first keys, up front
     const index_t pos_lo = p.pos(0), pos_hi = p.pos(p.Nq);
-    for (index_t j = j0; j < j1; j += W) {
-      const index_t n = std::min<index_t>(W, j1 - j);
-      const TileKind kind = mask_classify(attn_.mask, TileRect{pos_lo, pos_hi, j, j + n});
+    for (index_t j = j0, n = 0; j < j1; j += n) {
+      n = std::min(chunk, j1 - j);
+      TileKind kind = mask_classify(attn_.mask, TileRect{pos_lo, pos_hi, j, j + n});
+      // A chunk the mask cuts is taken simd_width keys at a time, so that keys of a skipped
+      // group of simd_width are never read.
+      if (kind == TileKind::partial && n > W) kind = mask_classify(attn_.mask, TileRect{pos_lo, pos_hi, j, j + (n = W)});
+      const index_t groups = (n + W - 1) / W;
       if (kind == TileKind::skip) {
-        ++w.counters.skipped;
+        w.counters.skipped += groups;
         continue;
       }
-      ++(kind == TileKind::full ? w.counters.full : w.counters.partial);
+      (kind == TileKind::full ? w.counters.full : w.counters.partial) += groups;
+      if (!spread) request(j, j + n);
+      const index_t ahead = spread ? std::clamp<index_t>(j1 - j - distance, 0, n) : 0;  // keys with a row to request
       for (index_t g = 0; g < G; ++g) {
-        head_rows(st.in.k, 0, h0 + g, st.in.slot, false).rows(j, n, w.kp.data() + g * W);
-        head_rows(st.in.v, 0, h0 + g, st.in.slot, true).rows(j, n, w.vp.data() + g * W);
+        const TK** kp = w.kp.data() + g * chunk_keys;
+        const TV** vp = w.vp.data() + g * chunk_keys;
+        w.krows[g].rows(j, n, kp);
+        w.vrows[g].rows(j, n, vp);
+        if (!spread) continue;
+        if (ahead > 0) {
+          w.krows[g].rows(j + distance, ahead, kahead + g * chunk_keys);
+          w.vrows[g].rows(j + distance, ahead, vahead + g * chunk_keys);
+        }
+        std::copy(kp + ahead, kp + n, kahead + g * chunk_keys + ahead);
+        std::copy(vp + ahead, vp + n, vahead + g * chunk_keys + ahead);
       }
-      // Every line of the chunk's K and V rows requested up front, token by token (the
-      // memory order when heads interleave); into L2 when they would not fit L1.
-      auto request = [&]<bool Near>(std::bool_constant<Near>) {
-        for (index_t c = 0; c < n; ++c)
-          for (index_t g = 0; g < G; ++g) prefetch_row<Near>(w.kp[g * W + c], p.D);
-        for (index_t c = 0; c < n; ++c)
-          for (index_t g = 0; g < G; ++g) prefetch_row<Near>(w.vp[g * W + c], p.Dv);
-      };
-      if (G * n * (p.D * index_t(sizeof(TK)) + p.Dv * index_t(sizeof(TV))) <= 16384) request(std::true_type{});
-      else request(std::false_type{});
       for (index_t g = 0; g < G; ++g) {
-        const TK* const* kp = w.kp.data() + g * W;
-        const TV* const* vp = w.vp.data() + g * W;
+        const TK* const* kp = w.kp.data() + g * chunk_keys;
+        const TV* const* vp = w.vp.data() + g * chunk_keys;
         const index_t t0 = g * rows;
         for_row_blocks<decode_row_block>(rows, [&](auto rb, index_t r0) {
-          decode_qk<decltype(rb)::value>(w.q.data() + (t0 + r0) * Dp, Dp, p.D, kp, n, w.s.data() + r0 * W,
-                                         [&](const vfloat& x) {
-                                           if constexpr (linear) return feature(x);
-                                           else return x;
-                                         });
+          decode_qk<decltype(rb)::value>(
+              w.q.data() + (t0 + r0) * Dp, Dp, p.D, kp, n, w.s.data() + r0 * chunk_keys, chunk_keys,
+              [&](const vfloat& x) {
+                if constexpr (linear) return feature(x);
+                else return x;
+              },
+              spread && r0 == 0 ? kahead + g * chunk_keys : nullptr);
         });
         for (index_t r = 0; r < rows; ++r) update_row(st, w, h0 + g, t0, r, j, n, kind);
         for_row_blocks<decode_pv_rows>(rows, [&](auto rb, index_t r0) {
-          decode_pv<decltype(rb)::value>(w.p.data() + r0 * W, vp, n, p.Dv, w.acc.data() + (t0 + r0) * Dvp, Dvp);
+          decode_pv<decltype(rb)::value>(w.p.data() + r0 * chunk_keys, chunk_keys, vp, n, p.Dv,
+                                         w.acc.data() + (t0 + r0) * Dvp, Dvp,
+                                         spread && r0 == 0 ? vahead + g * chunk_keys : nullptr);
         });
       }
     }
@@ -244,46 +298,75 @@ class DecodePlan {
     return m;
   }
 
-  // Row r's logits of keys [j, j + n) -> modifiers, mask, the monoid update -> weights in w.p.
-  // The row's state is w.m / w.l / w.lambda / w.acc at t = t0 + r; logits and weights at r.
+  // Row r's logits of keys [j, j + n) -> modifiers, mask, the monoid update -> weights in w.p
+  // (zero from n to the next multiple of simd_width). The row's state is w.m / w.l /
+  // w.lambda / w.acc at t = t0 + r; logits and weights at r. A partial chunk has n <= W.
   void update_row(const State& st, Worker& w, index_t hkv, index_t t0, index_t r, index_t j, index_t n,
                   TileKind kind) const {
     const ProblemInfo& p = st.p;
-    const index_t h = row_head(st, hkv, r), i = row_query(st, r), pos = p.pos(i);
-    float* s = w.s.data() + r * W;
+    const index_t h = row_head(st, hkv, r), i = row_query(st, r), pos = p.pos(i), t = t0 + r;
+    const index_t groups = (n + W - 1) / W;
+    float* s = w.s.data() + r * chunk_keys;
+    float* pw = w.p.data() + r * chunk_keys;
     if constexpr (Variant::has_mods)
       for (index_t c = 0; c < n; ++c) s[c] = attn_.template modify<float>(s[c], {st.in.slot.seq, h, i, pos, j + c});
-    vfloat x = vfloat::load_unaligned(s);
-    if constexpr (!linear) x = xsimd::select(x == x, xsimd::min(x, vfloat(max_logit)), vfloat(neg_inf));
-    const bool all = kind == TileKind::full && n == W;
-    alignas(64) float okf[W];
-    if (!all) {
-      x.store_aligned(okf);
-      for (index_t c = 0; c < W; ++c)
-        okf[c] = c < n && (kind == TileKind::full || mask_allows(attn_.mask, pos, j + c, okf[c])) ? 1.f : 0.f;
-    }
-    const auto ok = vfloat::load_aligned(okf) != vfloat(0.f);
-    float* pw = w.p.data() + r * W;
+    const bool all = kind == TileKind::full && n == groups * W;
+    // Group b's logits, sanitised, and which of its keys the row may attend (every key when
+    // `all`; otherwise only the last group is short and only a partial chunk consults the mask).
+    auto logits = [&](index_t b, auto& ok) {
+      vfloat x = vfloat::load_unaligned(s + b * W);
+      if constexpr (!linear) x = xsimd::select(x == x, xsimd::min(x, vfloat(max_logit)), vfloat(neg_inf));
+      if (!all) {
+        alignas(64) float okf[W];
+        x.store_aligned(okf);
+        for (index_t c = 0; c < W; ++c) {
+          const index_t key = b * W + c;
+          okf[c] = key < n && (kind == TileKind::full || mask_allows(attn_.mask, pos, j + key, okf[c])) ? 1.f : 0.f;
+        }
+        ok = vfloat::load_aligned(okf) != vfloat(0.f);
+      }
+      return x;
+    };
+    using Mask = typename vfloat::batch_bool_type;
+    vfloat sum(0.f);
     if constexpr (Score::tracks_max) {
-      if (!all) x = xsimd::select(ok, x, vfloat(neg_inf));
-      const index_t t = t0 + r;
-      const float m_old = w.m[t], m_new = std::max(m_old, row_max(x));
-      if (m_new == neg_inf) return vfloat(0.f).store_unaligned(pw);  // nothing allowed yet
-      const vfloat pv = st.score.template weight<vfloat>(x, vfloat(m_new), vfloat(1.f));
-      pv.store_unaligned(pw);
+      // Pass 1: masked logits back to s and their max; pass 2: weights against the new max.
+      vfloat top(neg_inf);
+      for (index_t b = 0; b < groups; ++b) {
+        Mask ok(true);
+        vfloat x = logits(b, ok);
+        if (!all) x = xsimd::select(ok, x, vfloat(neg_inf));
+        x.store_unaligned(s + b * W);
+        top = xsimd::max(top, x);
+      }
+      const float m_old = w.m[t], m_new = std::max(m_old, row_max(top));
+      if (m_new == neg_inf) {  // nothing allowed yet
+        for (index_t b = 0; b < groups; ++b) vfloat(0.f).store_unaligned(pw + b * W);
+        return;
+      }
+      for (index_t b = 0; b < groups; ++b) {
+        const vfloat pv = st.score.template weight<vfloat>(vfloat::load_unaligned(s + b * W), vfloat(m_new), vfloat(1.f));
+        pv.store_unaligned(pw + b * W);
+        sum += pv;
+      }
       const float alpha = m_old == neg_inf ? 0.f : std::exp(m_old - m_new);
-      w.l[t] = w.l[t] * alpha + xsimd::hadd(pv);
+      w.l[t] = w.l[t] * alpha + xsimd::hadd(sum);
       w.m[t] = m_new;
       if (alpha != 1.f) {
         float* acc = w.acc.data() + t * st.Dvp;
         for (index_t d = 0; d < st.Dvp; d += W) (vfloat::load_unaligned(acc + d) * vfloat(alpha)).store_unaligned(acc + d);
       }
     } else {
-      if (!all) x = xsimd::select(ok, x, vfloat(0.f));
-      vfloat pv = st.score.template weight<vfloat>(x, vfloat(0.f), vfloat(w.lambda[t0 + r]));
-      if (!all) pv = xsimd::select(ok, pv, vfloat(0.f));
-      pv.store_unaligned(pw);
-      w.l[t0 + r] += xsimd::hadd(pv);
+      for (index_t b = 0; b < groups; ++b) {
+        Mask ok(true);
+        vfloat x = logits(b, ok);
+        if (!all) x = xsimd::select(ok, x, vfloat(0.f));
+        vfloat pv = st.score.template weight<vfloat>(x, vfloat(0.f), vfloat(w.lambda[t]));
+        if (!all) pv = xsimd::select(ok, pv, vfloat(0.f));
+        pv.store_unaligned(pw + b * W);
+        sum += pv;
+      }
+      w.l[t] += xsimd::hadd(sum);
     }
   }
 

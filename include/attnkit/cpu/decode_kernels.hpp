@@ -1,8 +1,10 @@
 #pragma once
-// The two inner products of the decode kernel, for a block of RB query rows against up to
-// simd_width keys whose rows may sit anywhere (pointers: dense or paged). Vectorised along the
+// The two inner products of the decode kernel, for a block of RB query rows against a chunk
+// of keys whose rows may sit anywhere (pointers: dense or paged). Vectorised along the
 // head dim; K and V are converted from their storage type in registers, so a 16-bit cache is
 // streamed at its own size. RB is a template argument so the accumulators live in registers.
+#include <algorithm>
+#include <bit>
 #include <type_traits>
 #include <utility>
 
@@ -11,7 +13,7 @@
 
 namespace attnkit::cpu {
 
-inline constexpr int decode_row_block = simd_width >= 16 ? 8 : 4;  // rows per block (register budget)
+inline constexpr int decode_row_block = simd_width >= 16 ? 8 : 4;  // rows per decode_qk block (register budget)
 
 // out lane c = the sum of the lanes of x[c], for simd_width batches (a transposing reduction:
 // about one shuffle and one add per batch). xsimd 8.1's haddp permutes lanes on AVX-512.
@@ -44,97 +46,126 @@ ATTNKIT_INLINE vfloat sum_lanes(const vfloat* x) {
 #endif
 }
 
-// Requests the cache lines of one row of n elements, into L1 (Near) or L2.
+// Requests the cache lines of elements [from, from + n) of a row, into L1 (Near) or L2.
 template <bool Near = true, class T>
-ATTNKIT_INLINE void prefetch_row(const T* row, index_t n) {
-  for (index_t b = 0; b < index_t(n * sizeof(T)); b += 64)
-    __builtin_prefetch(reinterpret_cast<const char*>(row) + b, 0, Near ? 3 : 2);
+ATTNKIT_INLINE void prefetch_row(const T* row, index_t n, index_t from = 0) {
+  const char* bytes = reinterpret_cast<const char*>(row + from);
+  for (index_t b = 0; b < index_t(n * sizeof(T)); b += 64) __builtin_prefetch(bytes + b, 0, Near ? 3 : 2);
 }
+// Rows requested ahead of use go to L2: a chunk ahead does not fit L1 beside the chunk in use.
+inline constexpr bool decode_prefetch_near = false;
 
-// s[r][c] = <q[r], phi(k_c)> for keys c < n; s[r][c] = 0 for c >= n.
-// q: RB rows of ldq floats (zero padded to a multiple of simd_width); s: RB rows of simd_width.
+// FMA chains the inner products keep in flight: enough to cover the FMA latency on both
+// pipes (AVX2: 2 pipes x 4 cycles), few enough to stay in registers with their operands.
+inline constexpr int decode_fma_chains = simd_width >= 16 ? 16 : 8;
+
+// s[r][c] = <q[r], phi(k_c)> for keys c < n; s[r][c] = 0 from n to the next multiple of
+// simd_width. q: RB rows of ldq floats (zero padded to a multiple of simd_width); s: RB rows
+// of lds floats. With `ahead`, requests row ahead[c] along with key c: prefetches spread over
+// the arithmetic keep memory busy without a burst of them stalling the core.
 template <int RB, class TK, class Phi>
 ATTNKIT_INLINE void decode_qk(const float* q, index_t ldq, index_t D, const TK* const* kp, index_t n, float* s,
-                              const Phi& phi) {
+                              index_t lds, const Phi& phi, const TK* const* ahead = nullptr) {
   constexpr int W = simd_width;
+  // KP keys per pass, so that each q load feeds KP FMAs (one key per pass spends a load per
+  // FMA); NA accumulators per (row, key) make up the chains with few rows.
+  constexpr int KP = RB <= 2 ? 4 : 2;
+  constexpr int NA = std::max(1, decode_fma_chains / (RB * KP));
   const index_t Dfull = D / W * W;  // full batches; the tail batch is zero padded
-  vfloat dots[RB][W];
-  // One key's dot products with the RB rows. Each key starts fresh accumulators, so the
-  // out-of-order core overlaps consecutive keys' FMA chains.
-  // NA accumulators per row keep the FMA chains short (a long chain per key holds the
-  // scheduler's entries and with them the loads of the keys behind it).
-  constexpr int NA = RB >= 8 ? 1 : 8 / RB;
-  auto key = [&](index_t c) {
-    vfloat a[RB][NA];
-    for (int r = 0; r < RB; ++r)
-      for (int t = 0; t < NA; ++t) a[r][t] = vfloat(0.f);
-    auto step = [&](index_t d, int t, const vfloat& k0) {
-      for (int r = 0; r < RB; ++r) a[r][t] = xsimd::fma(vfloat::load_unaligned(q + r * ldq + d), k0, a[r][t]);
+  for (index_t c0 = 0; c0 < n; c0 += W) {
+    const index_t m = std::min<index_t>(W, n - c0);
+    vfloat dots[RB][W];
+    // Keys c0 + c .. c0 + c + K: their dot products with the RB rows. Each pass starts fresh
+    // accumulators, so the out-of-order core overlaps consecutive passes.
+    auto pass = [&]<int K>(std::integral_constant<int, K>, index_t c) {
+      vfloat a[RB][K][NA];
+      for (int r = 0; r < RB; ++r)
+        for (int u = 0; u < K; ++u)
+          for (int t = 0; t < NA; ++t) a[r][u][t] = vfloat(0.f);
+      const TK* k[K];
+      for (int u = 0; u < K; ++u) k[u] = kp[c0 + c + u];
+      if (ahead)
+        for (int u = 0; u < K; ++u) prefetch_row<decode_prefetch_near>(ahead[c0 + c + u], D);
+      auto step = [&](index_t d, int t, auto&& load_key) {
+        vfloat kv[K];
+        for (int u = 0; u < K; ++u) kv[u] = phi(load_key(k[u] + d));
+        for (int r = 0; r < RB; ++r) {
+          const vfloat qv = vfloat::load_unaligned(q + r * ldq + d);
+          for (int u = 0; u < K; ++u) a[r][u][t] = xsimd::fma(qv, kv[u], a[r][u][t]);
+        }
+      };
+      auto full = [](const TK* x) { return load_floats(x); };
+      index_t d = 0;
+      // Unrolled: the next steps' loads issue under the current FMAs (measured: QK at 4 rows
+      // from 82 to 44 cycles a key on Zen 3, the rolled loop waiting on its own chains).
+#pragma GCC unroll 4
+      for (; d + NA * W <= Dfull; d += NA * W)
+        for (int t = 0; t < NA; ++t) step(d + t * W, t, full);
+      for (; d < Dfull; d += W) step(d, 0, full);
+      if (d < D) step(d, 0, [&](const TK* x) { return load_floats(x, D - d); });
+      for (int r = 0; r < RB; ++r)
+        for (int u = 0; u < K; ++u) {
+          for (int t = 1; t < NA; ++t) a[r][u][0] += a[r][u][t];
+          dots[r][c + u] = a[r][u][0];
+        }
     };
-    index_t d = 0;
-    for (; d + NA * W <= Dfull; d += NA * W)
-      for (int t = 0; t < NA; ++t) step(d + t * W, t, phi(load_floats(kp[c] + d + t * W)));
-    for (; d < Dfull; d += W) step(d, 0, phi(load_floats(kp[c] + d)));
-    if (d < D) step(d, 0, phi(load_floats(kp[c] + d, D - d)));
-    for (int r = 0; r < RB; ++r) {
-      for (int t = 1; t < NA; ++t) a[r][0] += a[r][t];
-      dots[r][c] = a[r][0];
-    }
-  };
-  index_t c = 0;
-  if (n == W) {  // a full chunk: a constant trip count the compiler unrolls (measured: twice the
-                 // bandwidth of the rolled loop from DRAM)
+    index_t c = 0;
+    if (m == W) {  // a full group: a constant trip count the compiler unrolls (measured: twice
+                   // the bandwidth of the rolled loop from DRAM)
 #pragma GCC unroll 16
-    for (; c < W; ++c) key(c);
-  } else {
-    for (; c < n; ++c) key(c);
+      for (; c < W; c += KP) pass(std::integral_constant<int, KP>{}, c);
+    } else {
+      for (; c + KP <= m; c += KP) pass(std::integral_constant<int, KP>{}, c);
+      for (; c < m; ++c) pass(std::integral_constant<int, 1>{}, c);
+      for (; c < W; ++c)
+        for (int r = 0; r < RB; ++r) dots[r][c] = vfloat(0.f);
+    }
+    for (int r = 0; r < RB; ++r) sum_lanes(dots[r]).store_unaligned(s + r * lds + c0);  // lane c = sum of dots[r][c]
   }
-  for (; c < W; ++c)
-    for (int r = 0; r < RB; ++r) dots[r][c] = vfloat(0.f);
-  for (int r = 0; r < RB; ++r) sum_lanes(dots[r]).store_unaligned(s + r * W);  // lane c = sum of dots[r][c]
 }
 
 // acc[r][0, Dv) += sum_c p[r][c] * v_c for keys c < n.
-// p: RB rows of simd_width weights; acc: RB rows of ldacc floats (ldacc a multiple of
-// decode_pv_width). Each V row is read front to back in blocks of decode_pv_width floats
-// (a whole row for Dv <= 128 on AVX-512): rows streamed in order keep the hardware
-// prefetchers on; a column-block order that hops between rows halves the bandwidth.
-inline constexpr int decode_pv_vectors = simd_width >= 16 ? 8 : 4;
-inline constexpr int decode_pv_width = decode_pv_vectors * simd_width;
-inline constexpr int decode_pv_rows = 2;  // RB <= this: RB * decode_pv_vectors accumulators
+// p: RB rows of ldp weights; acc: RB rows of ldacc floats (ldacc a multiple of
+// decode_pv_pad). All RB rows are updated in one pass over the V rows, in column blocks of
+// decode_pv_vectors<RB> batches (RB x that many accumulators), so that a V element is loaded
+// and converted once per pass, not once per row block. With `ahead`, requests the same
+// columns of row ahead[c] along with key c.
+template <int RB>
+inline constexpr int decode_pv_vectors = std::max(2, std::min(8, decode_fma_chains / int(std::bit_ceil(unsigned(RB)))));
+inline constexpr int decode_pv_rows = 4;
+inline constexpr int decode_pv_pad = 8 * simd_width;  // the widest column block
 
 template <int RB, class TV>
-ATTNKIT_INLINE void decode_pv(const float* p, const TV* const* vp, index_t n, index_t Dv, float* acc, index_t ldacc) {
-  static_assert(RB <= decode_pv_rows, "attnkit: decode_pv keeps RB x decode_pv_vectors accumulators in registers");
-  constexpr int W = simd_width, NV = decode_pv_vectors;
+ATTNKIT_INLINE void decode_pv(const float* p, index_t ldp, const TV* const* vp, index_t n, index_t Dv, float* acc,
+                              index_t ldacc, const TV* const* ahead = nullptr) {
+  constexpr int W = simd_width, NV = decode_pv_vectors<RB>;
+  static_assert(decode_pv_pad % (NV * W) == 0);
   for (index_t d = 0; d < Dv; d += NV * W) {
     vfloat a[RB][NV];
     for (int r = 0; r < RB; ++r)
       for (int u = 0; u < NV; ++u) a[r][u] = vfloat::load_unaligned(acc + r * ldacc + d + u * W);
-    auto step = [&](index_t c, const vfloat* v) {
+    const index_t width = std::min<index_t>(NV * W, Dv - d);
+    auto step = [&](index_t c, auto&& load_value) {
+      if (ahead) prefetch_row<decode_prefetch_near>(ahead[c], width, d);
+      vfloat v[NV];
+      for (int u = 0; u < NV; ++u) v[u] = load_value(vp[c] + d + u * W, u);
       for (int r = 0; r < RB; ++r) {
-        const vfloat pr(p[r * W + c]);
+        const vfloat pr(p[r * ldp + c]);
         for (int u = 0; u < NV; ++u) a[r][u] = xsimd::fma(pr, v[u], a[r][u]);
       }
     };
-    vfloat v[NV];
-    if (d + NV * W <= Dv && n == W) {  // a full chunk: a constant trip count the compiler unrolls
-                                       // (measured: twice the bandwidth of the loop)
+    if (d + NV * W <= Dv) {
+      auto full = [](const TV* x, int) { return load_floats(x); };
+      index_t c = 0;
+      // Whole groups of simd_width keys: a constant trip count the compiler unrolls
+      // (measured: twice the bandwidth of the loop)
+      for (; c + W <= n; c += W) {
 #pragma GCC unroll 16
-      for (index_t c = 0; c < W; ++c) {
-        for (int u = 0; u < NV; ++u) v[u] = load_floats(vp[c] + d + u * W);
-        step(c, v);
+        for (int u = 0; u < W; ++u) step(c + u, full);
       }
-    } else if (d + NV * W <= Dv) {
-      for (index_t c = 0; c < n; ++c) {
-        for (int u = 0; u < NV; ++u) v[u] = load_floats(vp[c] + d + u * W);
-        step(c, v);
-      }
+      for (; c < n; ++c) step(c, full);
     } else {
-      for (index_t c = 0; c < n; ++c) {
-        for (int u = 0; u < NV; ++u) v[u] = load_floats(vp[c] + d + u * W, Dv - d - u * W);
-        step(c, v);
-      }
+      for (index_t c = 0; c < n; ++c) step(c, [&](const TV* x, int u) { return load_floats(x, Dv - d - u * W); });
     }
     for (int r = 0; r < RB; ++r)
       for (int u = 0; u < NV; ++u) a[r][u].store_unaligned(acc + r * ldacc + d + u * W);
