@@ -666,9 +666,10 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
       accumulate_pv(pf_prev, v_prev);
     }
     // Tile j - 1's buffers take V of this tile and K of the next. Issued behind the tensor-core
-    // work: the address arithmetic of the copies runs in its shadow.
+    // work: the address arithmetic of the copies runs in its shadow. (Ping-pong: K here from
+    // the first warpgroup; V from the second, one step ahead, after its barrier below.)
     if (!trailing) {
-      if (!ping_pong) load_key_tile(sV + (j & 1) * (BN * HD), v_row, a.kv.any_v(), kt, Dv);
+      if constexpr (!ping_pong) load_key_tile(sV + (j & 1) * (BN * HD), v_row, a.kv.any_v(), kt, Dv);
       if (kt_next < kt_end) load_key_tile(sK + ((j + 1) & 1) * (BN * HD), k_row, a.kv.any(), kt_next, D);
       ptx::cp_async_commit();
     } else if constexpr (ping_pong) {
