@@ -47,12 +47,26 @@ struct ForwardTiles {
   static_assert(wide_BN == 64 || wide_BN == 128, "wgmma key tiles of 64 or 128 keys");
   static constexpr int chunks = HD / 8;  // 16-byte chunks per shared row
   static constexpr int min_blocks = 8 / warps;  // 8 warps per SM: two CTAs of 4 interleave their phases
-  static constexpr int tile_bytes_for(int bn) { return (BM + 4 * bn) * HD * 2; }  // Q, two K and two V buffers
-  static constexpr int tile_bytes = tile_bytes_for(BN);
-  static constexpr int smem_bytes = tile_bytes + 1024;  // slack to align the tiles to 1024 bytes
-  static constexpr int wide_smem_bytes = tile_bytes_for(wide_BN) + 1024;  // what an sm_90 device may run
   static_assert(HD % 64 == 0, "the swizzle needs at least 8 chunks of 16 bytes per row");
   static_assert(warps % 4 == 0, "wgmma: whole warpgroups");
+};
+
+// How one forward kernel instantiation runs its tiles, on wgmma (sm_90a code) or mma.sync:
+// the device code and the host's shared-memory size read the same numbers.
+template <class Tiles, bool Patched, bool Linear>
+struct ForwardShape {
+  // Row-major tiles on wgmma take wide key tiles (linear attention's quadratic form measured
+  // 7% slower on wide tiles: it keeps 64).
+  static constexpr int key_tile(bool gmma) { return gmma && !Patched && !Linear ? Tiles::wide_BN : Tiles::BN; }
+  // Two warpgroups on wgmma ping-pong (see the kernel).
+  static constexpr bool ping_pong(bool gmma) { return gmma && !Linear && Tiles::threads == 256; }
+  // The ping-pong's trailing warpgroup lets its P V j - 1 run on under its weights while V of
+  // tile j + 1 is copied: a third V buffer.
+  static constexpr bool overlap_pv(bool gmma) { return ping_pong(gmma); }
+  static constexpr int v_buffers(bool gmma) { return overlap_pv(gmma) ? 3 : 2; }
+  // Q, two K buffers and the V buffers; then the visit list (launch_forward).
+  static constexpr int tile_bytes(bool gmma) { return (Tiles::BM + (2 + v_buffers(gmma)) * key_tile(gmma)) * Tiles::HD * 2; }
+  static constexpr int align_slack = 1024;  // the tiles start on a 1024-byte boundary
 };
 
 // A thread's mask bits of a partial tile: S fragment element (n, e) (n-tile n, e = 2 r + column
@@ -264,8 +278,8 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   constexpr bool use_gmma = gmma::available;
   constexpr bool linear = is_linear_score<Score>();
   constexpr int HD = Tiles::HD, BM = Tiles::BM, NT = Tiles::threads;
-  // (Linear attention's quadratic form measured 7% slower on wide tiles: it keeps 64.)
-  constexpr int BN = use_gmma && !Patched && !linear ? Tiles::wide_BN : Tiles::BN;
+  using Shape = ForwardShape<Tiles, Patched, linear>;
+  constexpr int BN = Shape::key_tile(use_gmma);
   // Wide tiles read Q from shared memory (wgmma with both operands there), else Q stays in
   // registers as A fragments.
   constexpr bool q_in_smem = use_gmma && BN > 64;
@@ -285,7 +299,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   unsigned char* smem_tiles = smem_raw + ((1024u - (ptx::smem_addr(smem_raw) & 1023u)) & 1023u);
   T* sQ = reinterpret_cast<T*>(smem_tiles);
   T* sK = sQ + BM * HD;       // K buffers: tile j in sK + (j % 2) * BN * HD
-  T* sV = sK + 2 * BN * HD;   // V buffers, the same
+  T* sV = sK + 2 * BN * HD;   // V buffers: see v_bufs
 
   const int b = blockIdx.z;
   // Ragged and paged batches: this sequence's lengths and score (dense batches read a.p as is).
@@ -373,7 +387,8 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   } else {
     load_tile<HD, BM, NT, QLayout>(sQ, q_row, a.q.data, i0, Nq, D, a.vec);
   }
-  load_tile<HD, BN, NT, KVLayout>(sV + BN * HD, v_row, a.kv.any_v(), 0, 0, Dv, a.vec);
+  constexpr int v_bufs = Shape::v_buffers(use_gmma);  // V of tile j in slot j % v_bufs
+  load_tile<HD, BN, NT, KVLayout>(sV + (v_bufs - 1) * (BN * HD), v_row, a.kv.any_v(), 0, 0, Dv, a.vec);
 
   // Classify every key tile once, in parallel (a block mask's classify is a dependent global
   // load: done one after another they would stall the tile loop), into a list in shared
@@ -381,7 +396,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   // The loop reads its next tile from the list instead of scanning past skipped ones, which
   // for a sparse block mask were ten dependent shared loads ahead of every tile.
   const int kt_first = Patched ? 0 : k_begin / BN;
-  auto* const visit = reinterpret_cast<std::uint16_t*>(smem_tiles + Tiles::tile_bytes_for(BN));
+  auto* const visit = reinterpret_cast<std::uint16_t*>(smem_tiles + Shape::tile_bytes(use_gmma));
   const bool cached = !Patched && kt_end - kt_first <= a.cached_tiles;
   int n_visit = 0;
   if (cached) {
@@ -416,12 +431,13 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   // first warpgroup's S and P V then run on the tensor cores while the second computes weights,
   // and the other way round, where in step the two would compute weights at the same time with
   // the tensor cores idle. The code stays one copy; only where each warpgroup waits differs.
-  constexpr bool ping_pong = use_gmma && !linear && NT == 256;
+  constexpr bool ping_pong = Shape::ping_pong(use_gmma), overlap_pv = Shape::overlap_pv(use_gmma);
   const bool trailing = ping_pong && warp >= 4;
   // The first warpgroup copies the K tiles and the second the V tiles, each right after its
   // barrier: the copies then have a whole step to land, and each warpgroup spends half the
   // address arithmetic.
   constexpr int loaders = ping_pong ? NT / 2 : NT;
+  const auto v_buf = [&](int j) { return sV + (j % v_bufs) * (BN * HD); };  // V of tile j >= 0
   const int loader_id = int(threadIdx.x) % loaders;
 
   // Key tile kt (K or V rows) into a shared buffer: row-major keys [kt * BN, kt * BN + BN),
@@ -611,7 +627,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     const TileKind kind = cached ? visit_kind(j) : tile_kind(kt);
     const int kt_next = cached ? visit_tile(j + 1) : next_tile(kt + 1);
     T* const k_tile = sK + (j & 1) * (BN * HD);
-    const T* const v_prev = sV + ((j + 1) & 1) * (BN * HD);
+    const T* const v_prev = v_buf(j + v_bufs - 1);  // (before the first tile: the zeros)
 
     // K of this tile and V of the previous one are in, and every warp is past tile j - 1.
     // (The trailing warpgroup waits after its S and P V instead, and once before the first.)
@@ -620,7 +636,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
       publish();
     }
     if (trailing && j == 0) {
-      load_key_tile(sV, v_row, a.kv.any_v(), kt, Dv);
+      load_key_tile(v_buf(j), v_row, a.kv.any_v(), kt, Dv);
       ptx::cp_async_commit();
     }
 
@@ -669,16 +685,18 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     // work: the address arithmetic of the copies runs in its shadow. (Ping-pong: K here from
     // the first warpgroup; V from the second, one step ahead, after its barrier below.)
     if (!trailing) {
-      if constexpr (!ping_pong) load_key_tile(sV + (j & 1) * (BN * HD), v_row, a.kv.any_v(), kt, Dv);
+      if constexpr (!ping_pong) load_key_tile(v_buf(j), v_row, a.kv.any_v(), kt, Dv);
       if (kt_next < kt_end) load_key_tile(sK + ((j + 1) & 1) * (BN * HD), k_row, a.kv.any(), kt_next, D);
       ptx::cp_async_commit();
     } else if constexpr (ping_pong) {
-      // Its tensor-core work is done (the buffers it read may be refilled) and its copy of V
-      // is in; then V of the next tile, into the buffer P V j - 1 has just finished with.
-      gmma::wait<0>();
+      // Its S is done (K j may be refilled; overlap_pv: P V j - 1 runs on under this
+      // warpgroup's weights, else it is done too) and its copy of V is in; then V of the next
+      // tile, into a buffer no P V reads any more.
+      if constexpr (overlap_pv) gmma::wait<1>();
+      else gmma::wait<0>();
       ptx::cp_async_wait<0>();
       publish();
-      if (kt_next < kt_end) load_key_tile(sV + ((j + 1) & 1) * (BN * HD), v_row, a.kv.any_v(), kt_next, Dv);
+      if (kt_next < kt_end) load_key_tile(v_buf(j + 1), v_row, a.kv.any_v(), kt_next, Dv);
       ptx::cp_async_commit();
     }
     if constexpr (use_gmma) gmma::wait<1>();  // S has landed
@@ -856,13 +874,27 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
         const int r = e / 2;
         float& w = s[n][e];
         if constexpr (base2) w = ptx::exp2_ftz(fmaf(w, w_scale, -m_use[r]));  // -inf: 0
-        else if constexpr (sigmoid_fold) w = fmaxf(ptx::rcp_newton(1.f + ptx::exp2_ftz(fmaf(w, sig_c1, sig_c0))), 0.f);
+        else if constexpr (sigmoid_fold) w = ptx::rcp_sat(1.f + ptx::exp2_ftz(fmaf(w, sig_c1, sig_c0)));
         else if constexpr (softplus_fold) w = softplus_log2_units(w * sp_c[r]);
         else w = w == neg_inf ? 0.f : score.weight(w, m_use[r], lambda[r]);
       }
     }
     const auto plus = [](float x, float y) { return x + y; };
-    if constexpr (!softplus_fold) l[0] += row_reduce(s, 0, plus), l[1] += row_reduce(s, 1, plus);
+    // (Sigmoid's unnormalised output needs its row sums only for partial states.)
+    if (!softplus_fold && (!sigmoid_fold || a.partial)) l[0] += row_reduce(s, 0, plus), l[1] += row_reduce(s, 1, plus);
+    if constexpr (overlap_pv && (base2 || sigmoid_fold)) {
+      // ptxas hoists the wgmma wait below to the top of its scheduling block, and the weights
+      // would wait for P V j - 1 instead of running under it: a branch ends the block after
+      // them. Its body never runs (these weights are finite and >= 0: sanitised logits, a
+      // saturating sigmoid; a NaN one would become a masked pair's 0); it reads every weight so
+      // that none is computed past the branch. (Softplus has its own branch below.)
+      if (__any_sync(0xffffffffu, !(s[SN - 1][3] >= 0.f))) {
+#pragma unroll
+        for (int n = 0; n < SN; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s[n][e] = fmaxf(s[n][e], 0.f);
+      }
+    }
     if constexpr (softplus_fold) {  // the power outside the loop above: most calls have r = 1
       if (score.power != 1.f)
 #pragma unroll
@@ -907,13 +939,13 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
       pf_prev[n / 2][(n & 1) * 2 + 1] = ptx::pack2<T>(s[n][2], s[n][3]);
     }
     kt = kt_next;
-    // After the last visited tile: its own P V, from V buffer j % 2.
+    // After the last visited tile: its own P V, from tile j's V buffer.
     if (kt >= kt_end) {
       if (!trailing) {
         ptx::cp_async_wait<0>();
         publish();
       }
-      accumulate_pv(pf_prev, sV + (j & 1) * (BN * HD));
+      accumulate_pv(pf_prev, v_buf(j));
       if constexpr (use_gmma) gmma::wait<0>();
     }
   }

@@ -104,7 +104,8 @@ void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, cudaStre
       a.patches = tiling;
       a.cached_tiles = 0;
       require(ctas < (index_t(1) << 31), "mask.grid", "too many query patches for one launch");
-      const int smem = gmma::cta_shared_bytes(Tiles::smem_bytes);
+      using Shape = ForwardShape<Tiles, true, is_linear_score<Score>()>;
+      const int smem = gmma::cta_shared_bytes(Shape::tile_bytes(compute_capability_major() == 9) + Shape::align_slack);
       check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "cudaFuncSetAttribute(forward_kernel)");
       kernel<<<dim3(unsigned(ctas), unsigned(p.Hq), unsigned(p.B)), Tiles::threads, smem, stream>>>(a);
       check(cudaGetLastError(), "forward_kernel launch");
@@ -118,7 +119,8 @@ void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, cudaStre
   auto a = args;
   const std::int64_t n_tiles = (a.p.Nk + Tiles::BN - 1) / Tiles::BN;
   a.cached_tiles = int(n_tiles <= 16384 ? n_tiles : 0);
-  const int tile_smem = compute_capability_major() == 9 ? Tiles::wide_smem_bytes : Tiles::smem_bytes;
+  using Shape = ForwardShape<Tiles, false, is_linear_score<Score>()>;
+  const int tile_smem = Shape::tile_bytes(compute_capability_major() == 9) + Shape::align_slack;
   const int smem = gmma::cta_shared_bytes(tile_smem + (2 * a.cached_tiles + 15) / 16 * 16);
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
         "cudaFuncSetAttribute(forward_kernel)");
