@@ -339,7 +339,8 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
   // scale, the bias and log2(e) in c1 and c0 (one FFMA per weight instead of a multiply, two
   // sanitising min/max and an add). A rejected pair's raw value is the infinity that c1 turns
   // into +inf (weight 0); a NaN logit, or 0 x inf under a zero scale, gives a NaN weight,
-  // which the final max with 0 drops, as sanitize_logit would; +inf logits give weight 1.
+  // which the saturating reciprocal (rcp_sat) turns into 0, as sanitize_logit would; +inf
+  // logits give weight 1.
   // Softplus likewise, in base 2: y = s * (lambda_i * scale * log2 e), weight ln 2 *
   // (max(y, 0) + log2(1 + 2^-|y|)), the row's lambda in its constant (the score's -inf test
   // and its per-element scale go away; the logit is sanitised as y).
