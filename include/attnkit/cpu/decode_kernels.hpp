@@ -183,12 +183,20 @@ ATTNKIT_INLINE void decode_pv(const float* p, index_t ldp, const TV* const* vp, 
                               index_t ldacc, const TV* const* ahead = nullptr) {
   constexpr int W = simd_width, NV = decode_pv_vectors<RB>;
   static_assert(decode_pv_pad % (NV * W) == 0);
-  LineRequests<TV> request(ahead, n, Dv, (Dv + NV * W - 1) / (NV * W));  // a key per column block
+  // Rows one after another in memory (a dense cache) are requested in address order, a
+  // sequential stream; rows apart (a head's rows in a token-major paged pool) keep one
+  // request per key and column block, spread over the steps (measured on paged GQA: the
+  // grouped requests ran at 0.44 of stream against 0.50, T=1, f32).
+  const bool stream = ahead && n > 1 && ahead[n - 1] == ahead[0] + (n - 1) * Dv;
+  LineRequests<TV> request(stream ? ahead : nullptr, n, Dv, (Dv + NV * W - 1) / (NV * W));
+  const TV* const* per_step = stream ? nullptr : ahead;
   for (index_t d = 0; d < Dv; d += NV * W) {
     vfloat a[RB][NV];
     for (int r = 0; r < RB; ++r)
       for (int u = 0; u < NV; ++u) a[r][u] = vfloat::load_unaligned(acc + r * ldacc + d + u * W);
-    auto step = [&](index_t c, auto&& load_value) {
+    // cols: the block's width, a constant in full blocks (no request loop in the unrolled body)
+    auto step = [&](index_t c, index_t cols, auto&& load_value) {
+      if (per_step) prefetch_row<decode_prefetch_near>(per_step[c], cols, d);
       vfloat v[NV];
       for (int u = 0; u < NV; ++u) v[u] = load_value(vp[c] + d + u * W, u);
       for (int r = 0; r < RB; ++r) {
@@ -204,11 +212,11 @@ ATTNKIT_INLINE void decode_pv(const float* p, index_t ldp, const TV* const* vp, 
       for (; c + W <= n; c += W) {
         request(W);
 #pragma GCC unroll 16
-        for (int u = 0; u < W; ++u) step(c + u, full);
+        for (int u = 0; u < W; ++u) step(c + u, NV * W, full);
       }
-      for (; c < n; ++c) request(), step(c, full);
+      for (; c < n; ++c) request(), step(c, NV * W, full);
     } else {
-      for (index_t c = 0; c < n; ++c) request(), step(c, [&](const TV* x, int u) { return load_floats(x, Dv - d - u * W); });
+      for (index_t c = 0; c < n; ++c) request(), step(c, Dv - d, [&](const TV* x, int u) { return load_floats(x, Dv - d - u * W); });
     }
     for (int r = 0; r < RB; ++r)
       for (int u = 0; u < NV; ++u) a[r][u].store_unaligned(acc + r * ldacc + d + u * W);
