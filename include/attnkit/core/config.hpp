@@ -14,6 +14,8 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define ATTNKIT_INLINE inline __attribute__((always_inline))
+#define ATTNKIT_INLINE_LAMBDA __attribute__((always_inline))  // after a lambda's parameter list
 #else
 #define ATTNKIT_INLINE inline
+#define ATTNKIT_INLINE_LAMBDA
 #endif
