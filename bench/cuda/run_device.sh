@@ -14,7 +14,7 @@ cat "$OUT/gpu.txt"
 
 echo "== benchmark"
 # The H100 runs these kernels at its software power cap: the clock and power seen meanwhile go
-# into the table's header (samples every 100 ms).
+# into the table's header (samples every 100 ms; those with the GPU-idle reason bit left out).
 nvidia-smi --query-gpu=clocks.sm,power.draw,clocks_throttle_reasons.active --format=csv,noheader,nounits -lms 100 \
   > "$OUT/clocks.csv" 2>/dev/null & smi=$!
 "$bin"/bench/cuda/attnkit_bench_cuda "$@" | tee "$OUT/ours.jsonl"
@@ -27,7 +27,7 @@ python3 bench/cuda/compare_torch.py "$OUT/ours.jsonl" "$OUT/table.md" 2> "$OUT/t
   echo
   echo "- device: $(head -2 "$OUT/gpu.txt" | tail -1)"
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "- clocks during our benchmark rows: $(awk -F', *' '$1 + 0 > 0 {n++; c += $1; p += $2; if (!m || $1 < m) m = $1; if (index("4567cdefCDEF", substr($3, length($3)))) cap++} END {if (n) printf "SM clock mean %.0f MHz (lowest %d), power mean %.0f W, software power cap active in %.0f%% of %d samples", c / n, m, p / n, 100 * cap / n, n; else printf "not sampled"}' "$OUT/clocks.csv" 2>/dev/null)"
+  echo "- clocks during our benchmark rows: $(awk -F', *' '$1 + 0 > 0 && !index("13579bdfBDF", substr($3, length($3))) {n++; c += $1; p += $2; if (!m || $1 < m) m = $1; if (index("4567cdefCDEF", substr($3, length($3)))) cap++} END {if (n) printf "SM clock mean %.0f MHz (lowest %d), power mean %.0f W, software power cap active in %.0f%% of %d busy samples", c / n, m, p / n, 100 * cap / n, n; else printf "not sampled"}' "$OUT/clocks.csv" 2>/dev/null)"
   echo "- torch: $(python3 -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)' 2>/dev/null)"
   echo "- command: \`bench/cuda/run_device.sh $*\` (binaries from \`scripts/build_device.sh\` or \`scripts/build_on_device.sh\`, nvcc 13.0, sm_90a)"
   echo "- method: CUDA events around each launch, 3 warm-up launches, median of 30; inputs uniform in [-1, 1],"
