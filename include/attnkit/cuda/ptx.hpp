@@ -76,7 +76,7 @@ __device__ __forceinline__ float fmax_nan(float a, float b) {
 // min(1 / y, 1) for y >= 1 on the FMA pipe, leaving the special-function unit to the
 // exponentials (rcp.approx there instead measured 10-13% slower for sigmoid on the H100): an
 // integer-subtraction seed r with relative error e = 1 - y r within 5.1% over y >= 1, then
-// r (1 + e + e^2) = (1 - e^3) / y (relative error < 1.4e-4, under bf16's 4e-3) in three
+// r (1 + e + e^2) = (1 - e^3) / y (relative error < 1.3e-4, under bf16's 4e-3) in three
 // dependent operations, the last one saturating: it clamps to [0, 1] and turns y = +inf
 // (an -inf x inf product) and NaN into 0.
 __device__ __forceinline__ float rcp_sat(float y) {
