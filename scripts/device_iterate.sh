@@ -6,7 +6,7 @@
 # NCU with ncu. A third header tree in ab_c/include, if present, is timed as side C. Logs
 # come back as one tarball (the device returns few files).
 #   git archive HEAD include | tar -x -C ab_old     # the baseline (ab_old/ is ignored: carry it)
-#   TESTS="test_cuda_api test_cuda_neighborhood" FILTER=N=16384 NCU="window block" \
+#   TESTS="test_cuda_api test_cuda_neighborhood" FILTER="N=16384|D=64" NCU="window block" \
 #     scripts/device_iterate.sh                     # carry .devdeps and ab_old
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +34,11 @@ for t in $tests; do
 done
 filter=${FILTER:-N=16384}
 sides="a b"; [[ -x /tmp/bench_c ]] && sides="a b c"
-for round in 1 2; do for s in $sides; do /tmp/bench_$s --only="$filter" > "$OUT/${s}_$round.jsonl"; done; done
+IFS='|' read -ra filters <<< "$filter"  # several rows: FILTER="dense N=16384|softplus"
+for round in 1 2; do for s in $sides; do
+  : > "$OUT/${s}_$round.jsonl"
+  for f in "${filters[@]}"; do /tmp/bench_$s --only="$f" >> "$OUT/${s}_$round.jsonl"; done
+done; done
 python3 - "$OUT" $sides <<'PY'
 import json, sys, collections
 out, sides = sys.argv[1], sys.argv[2:]

@@ -52,6 +52,7 @@ TEST_CASE("cuda: float output, lse and score modifiers", "[cuda]") {
   check<bfloat16>(make_attention(Softmax{}, Causal{}, Alibi{slopes_t.data.data()}, SoftCap{20.f}), s);
   check<attnkit::half>(make_attention(Softmax{}, Full{}, AdditiveBias{bias.data(), 0, 0, 260, 1}), s);
   check<bfloat16>(make_attention(Softplus{2.f, LengthScale::log_n}, SlidingWindow{40, 40}), s);
+  check<bfloat16>(make_attention(Softplus{1.5f, LengthScale::one, false}, SlidingWindow{40, 40}), s);  // same kernel
   check<bfloat16>(make_attention(Sigmoid{}, Full{}, ScaleBy{0.5f}), s);
   // float output
   Tensor<bfloat16, ManagedAllocator<bfloat16>> q(s, 4, 200, 64), k(s, 2, 260, 64), v(s, 2, 260, 64);

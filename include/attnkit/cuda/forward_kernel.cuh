@@ -901,7 +901,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
 #pragma unroll
         for (int n = 0; n < SN; ++n)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) s[n][e] = power_of(s[n][e], score.power);
+          for (int e = 0; e < 4; ++e) s[n][e] = ptx::pow_nonneg(s[n][e], score.power);
       float tile_l[2] = {row_reduce(s, 0, plus), row_reduce(s, 1, plus)};
       // The logits were not sanitised: a NaN one gave a NaN weight, +inf (or an overflowing
       // product) an infinite one, and either shows in the row sums. Such rare tiles get the
