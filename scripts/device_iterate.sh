@@ -37,7 +37,13 @@ sides="a b"; [[ -x /tmp/bench_c ]] && sides="a b c"
 IFS='|' read -ra filters <<< "$filter"  # several rows: FILTER="dense N=16384|softplus"
 for round in 1 2; do for s in $sides; do
   : > "$OUT/${s}_$round.jsonl"
-  for f in "${filters[@]}"; do /tmp/bench_$s --only="$f" >> "$OUT/${s}_$round.jsonl"; done
+  for f in "${filters[@]}"; do
+    # SM clock and power while this side runs these rows (the H100 is at its power cap).
+    nvidia-smi --query-gpu=clocks.sm,power.draw --format=csv,noheader,nounits -lms 50 > /tmp/smi.csv 2>/dev/null & smi=$!
+    /tmp/bench_$s --only="$f" >> "$OUT/${s}_$round.jsonl"
+    kill $smi 2>/dev/null; wait $smi 2>/dev/null
+    awk -F', *' -v s="$s" -v f="$f" '$1 > 1000 {n++; c += $1; p += $2} END {if (n) printf "%s %-32s %4.0f MHz %4.0f W (%d samples)\n", s, f, c / n, p / n, n}' /tmp/smi.csv >> "$OUT/clocks.txt"
+  done
 done; done
 python3 - "$OUT" $sides <<'PY'
 import json, sys, collections
@@ -56,6 +62,7 @@ for w, d in rows.items():
     ratios = " ".join(f"{max(d.get(s,[0]))/max(d.get('a',[1])):.3f}" for s in sides[1:])
     print(f"{w[:56]:56s} {cells}  {ratios}")
 PY
+[[ -f $OUT/clocks.txt ]] && sort -k2 "$OUT/clocks.txt"
 if [[ -n ${NCU:-} ]]; then
   ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
   for w in $NCU; do

@@ -2,7 +2,7 @@
 // with CUDA events (warm-up, then the median of many launches, random inputs, poisoned
 // outputs checked for being written). Prints one JSON object per workload on stdout; the
 // device script merges them with torch SDPA / FlexAttention timings of the same run.
-//   attnkit_bench_cuda [--reps=30] [--only=substring]
+//   attnkit_bench_cuda [--reps=30] [--only=substring | --only==exact row name]
 #include <attnkit/cuda.hpp>
 
 #include <algorithm>
@@ -54,10 +54,17 @@ struct Buffers {
 int g_reps = 30;
 std::string g_only;
 
+// --only=substring, or --only==name for one row whose name is a substring of others'.
+bool selected(const char* name) {
+  if (g_only.empty()) return true;
+  if (g_only[0] == '=') return g_only.compare(1, std::string::npos, name) == 0;
+  return std::string(name).find(g_only) != std::string::npos;
+}
+
 // Times one variant; `pairs` = allowed (query, key) pairs per head (useful work).
 template <class Variant>
 void bench(const char* name, const Variant& attn, Buffers& buf, index_t B, index_t H, index_t N, index_t D, double pairs) {
-  if (!g_only.empty() && std::string(name).find(g_only) == std::string::npos) return;
+  if (!selected(name)) return;
   const auto Q = bhsd<const bfloat16>(buf.q, B, H, N, D), K = bhsd<const bfloat16>(buf.k, B, H, N, D),
              V = bhsd<const bfloat16>(buf.v, B, H, N, D);
   const auto O = bhsd(buf.o, B, H, N, D);
@@ -98,7 +105,7 @@ void bench(const char* name, const Variant& attn, Buffers& buf, index_t B, index
 template <class Variant>
 void bench_decode(const char* name, const Variant& attn, index_t B, index_t Hq, index_t Hkv, index_t Nk, index_t D,
                   index_t page = 0, bool hnd = false) {
-  if (!g_only.empty() && std::string(name).find(g_only) == std::string::npos) return;
+  if (!selected(name)) return;
   const std::size_t kv_elems = std::size_t(B * Hkv * Nk * D);
   bfloat16 *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
   check(cudaMalloc(&q, std::size_t(B * Hq * D) * 2), "cudaMalloc");
@@ -175,7 +182,7 @@ void bench_decode(const char* name, const Variant& attn, index_t B, index_t Hq, 
 // Ragged prefill: sequences of different lengths packed into one batch-1 tensor (bshd), causal
 // within each sequence; TFLOP/s of the useful pairs.
 void bench_ragged(const char* name, Buffers& buf, const std::vector<std::int32_t>& lens, index_t H, index_t D) {
-  if (!g_only.empty() && std::string(name).find(g_only) == std::string::npos) return;
+  if (!selected(name)) return;
   std::vector<std::int32_t> off(lens.size() + 1, 0);
   double pairs = 0;
   for (std::size_t b = 0; b < lens.size(); ++b) off[b + 1] = off[b] + lens[b], pairs += double(lens[b]) * (lens[b] + 1) / 2;
