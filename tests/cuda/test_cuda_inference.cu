@@ -168,6 +168,9 @@ TEST_CASE("cuda decode: key ranges, empty key ranges and extreme logits", "[cuda
   // a window the queries cannot see: every row fully masked
   check_dense<bfloat16>(make_attention(Softmax{}, SlidingWindow{10, 0}), Shape{1, 4, 1, 2, 500, 64, 64, false, -50}, {});
   check_variant_on<bfloat16>(CudaBackend{}, make_attention(Softmax{}, Full{}), s, {}, Inputs{30.f}, 1e-2);
+  // one sequence, long keys: more splits than the combine kernel has threads (its strided max)
+  check_dense<bfloat16>(make_attention(Softmax{}, Full{}), Shape{1, 2, 1, 1, 40000, 64, 64, false, {}});
+  check_dense<bfloat16>(make_attention(Sigmoid{}, Causal{}), Shape{1, 2, 1, 1, 40000, 64, 64, true, {}});
 }
 
 TEST_CASE("cuda ragged: prefill and decode batches", "[cuda][ragged]") {

@@ -169,8 +169,8 @@ void launch_decode(const Variant& attn, const Score& score, const Call<T, TO, KV
 
   CombineArgs<Score, TO> m{d.part_o, d.part_m, d.part_l, int(splits), p, c.q.offsets, c.o, c.lse, c.m, c.l,
                            c.partial, score};
-  const dim3 cgrid(unsigned((p.Hq * p.Nq + 7) / 8), unsigned(p.B));
-  combine_splits_kernel<Score, TO><<<cgrid, 256, 0, stream>>>(m);
+  const dim3 cgrid(unsigned(p.Hq * p.Nq), unsigned(p.B));
+  combine_splits_kernel<Score, TO><<<cgrid, combine_warps * 32, 0, stream>>>(m);
   check(cudaGetLastError(), "combine_splits_kernel launch");
 }
 
