@@ -57,4 +57,12 @@ TEST_CASE("the vectorised exp and softplus keep their error bounds", "[numerics]
     }
   }
   REQUIRE(worst < 1e-6);
+  for (int i = 0; i < W; ++i) x[i] = special[i % 8];
+  math<vfloat>::softplus(vfloat::load_unaligned(x)).store_unaligned(y);
+  REQUIRE(y[0] == 0.f);
+  REQUIRE(std::isinf(y[1]));
+  REQUIRE(std::isnan(y[2]));
+  REQUIRE(y[3] == 0.f);
+  REQUIRE(y[4] == 200.f);
+  REQUIRE(std::abs(y[5] - std::log(2.f)) < 1e-6f);
 }

@@ -13,15 +13,14 @@ namespace cpu {
 using vfloat = xsimd::batch<float>;
 inline constexpr int simd_width = int(vfloat::size);
 
-// e^x on a batch. x = k ln2 + r with |r| <= ln2/2 (Cody-Waite, two-part ln2), e^r by its
-// Taylor polynomial to r^7 (truncation < 6e-9 relative), scaled by 2^k through the exponent
-// bits. Max relative error < 3e-7 (7.7e-8 measured; checked in tests/test_simd_math.cpp) over
-// the normal range; 0 below -87.33 (so e^-inf = 0), inf above 88.72, NaN stays NaN.
+// e^x for x in [-87.3, 88.7] on a batch: x = k ln2 + r with |r| <= ln2/2 (Cody-Waite,
+// two-part ln2), e^r by its Taylor polynomial to r^7 (truncation < 6e-9 relative), scaled by
+// 2^k through the exponent bits. Max relative error < 3e-7 (7.7e-8 measured; checked in
+// tests/test_numerics.cpp). The callers below handle the ends of the range.
 template <class A>
-inline xsimd::batch<float, A> fast_exp(const xsimd::batch<float, A>& x) {
+inline xsimd::batch<float, A> exp_in_range(const xsimd::batch<float, A>& xc) {
   using F = xsimd::batch<float, A>;
   using I = xsimd::batch<std::int32_t, A>;
-  const F xc = xsimd::min(xsimd::max(x, F(-87.3f)), F(88.7f));
   const F k = xsimd::nearbyint(xc * F(1.44269504088896341f));
   F r = xsimd::fma(k, F(-0.693359375f), xc);  // ln2 = 0.693359375 - 2.12194440e-4
   r = xsimd::fma(k, F(2.12194440e-4f), r);
@@ -34,10 +33,25 @@ inline xsimd::batch<float, A> fast_exp(const xsimd::batch<float, A>& x) {
   p = xsimd::fma(p, r, F(1.f));
   p = xsimd::fma(p, r, F(1.f));
   const I bits = xsimd::bitwise_cast<I>(p) + (xsimd::to_int(k) << 23);
-  F y = xsimd::bitwise_cast<F>(bits);
+  return xsimd::bitwise_cast<F>(bits);
+}
+
+// e^x on a batch: 0 below -87.33 (so e^-inf = 0), inf above 88.72, NaN stays NaN.
+template <class A>
+inline xsimd::batch<float, A> fast_exp(const xsimd::batch<float, A>& x) {
+  using F = xsimd::batch<float, A>;
+  F y = exp_in_range(xsimd::min(xsimd::max(x, F(-87.3f)), F(88.7f)));
   y = xsimd::select(x < F(-87.3f), F(0.f), y);
   y = xsimd::select(x > F(88.7f), F(__builtin_huge_valf()), y);
   return xsimd::select(xsimd::isnan(x), x, y);
+}
+
+// e^x for x <= 0 (e^-inf = 0), two compares and two blends fewer than fast_exp: softplus's
+// e^{-|x|}. A NaN x gives some value in [0, 1]; the caller propagates the NaN itself.
+template <class A>
+inline xsimd::batch<float, A> fast_exp_nonpositive(const xsimd::batch<float, A>& x) {
+  using F = xsimd::batch<float, A>;
+  return xsimd::select(x < F(-87.3f), F(0.f), exp_in_range(xsimd::max(x, F(-87.3f))));
 }
 }  // namespace cpu
 
@@ -58,7 +72,7 @@ struct math<xsimd::batch<float, A>> {
   // exact in the limit e -> 0 where 1 + e would round to 1). Seven FMAs and a multiply: no
   // division, which the previous atanh series needed.
   static T softplus(const T& x) {
-    const T e = cpu::fast_exp(-xsimd::abs(x));
+    const T e = cpu::fast_exp_nonpositive(-xsimd::abs(x));
     T q = T(-0.0085746762f);
     q = xsimd::fma(q, e, T(0.0442141923f));
     q = xsimd::fma(q, e, T(-0.107853679f));
@@ -67,7 +81,7 @@ struct math<xsimd::batch<float, A>> {
     q = xsimd::fma(q, e, T(0.332761766f));
     q = xsimd::fma(q, e, T(-0.499974494f));
     q = xsimd::fma(q, e, T(0.99999981f));
-    return xsimd::fma(e, q, xsimd::max(x, T(0.f)));
+    return xsimd::fma(e, q, xsimd::max(T(0.f), x));  // max_ps returns its second operand, a NaN x
   }
 };
 
