@@ -112,8 +112,36 @@ __global__ void __launch_bounds__(Tiles::threads) decode_kernel(const DecodeArgs
   };
   const auto k_rows = a.kv.k_rows(b, hk);
   const auto v_rows = a.kv.v_rows(b, hk);
+  // Paged caches read the block-table entries of the next tile to load one tile ahead (K and V
+  // rows share them): a table read in front of each tile's copies put a second memory round
+  // trip into the copy pipeline.
+  constexpr bool paged = std::is_same_v<std::remove_cv_t<decltype(k_rows)>, PagedRows<const T>>;
+  constexpr int copy_rows = NT / (HD / 8);  // rows per copy step of load_rows' vector path
+  const auto tile_rows = [&](const auto& rows) {
+    if constexpr (paged) {
+      return PagedTileRows<const T, BN / copy_rows, copy_rows>{rows, Nk, int(threadIdx.x) / (HD / 8), int(threadIdx.x) % (HD / 8)};
+    } else {
+      return 0;
+    }
+  };
+  [[maybe_unused]] auto k_tile = tile_rows(k_rows), v_tile = tile_rows(v_rows);
+  const auto fetch_pages = [&](int kt) {
+    if constexpr (paged) {
+      k_tile.fetch(kt * BN);
+#pragma unroll
+      for (int it = 0; it < BN / copy_rows; ++it) v_tile.pages[it] = k_tile.pages[it];
+      v_tile.row0 = k_tile.row0;
+    }
+  };
   const auto load_kv = [&](int kt, int stage) {
     T* sK = sKV + stage * Tiles::stage_elems;
+    if constexpr (paged) {
+      if (a.vec) {  // pages of tile kt fetched ahead (fetch_pages)
+        k_tile.template copy<RowSwizzle<HD>>(sK, a.kv.any(), D);
+        v_tile.template copy<RowSwizzle<HD>>(sK + BN * HD, a.kv.any_v(), Dv);
+        return;
+      }
+    }
     load_tile<HD, BN, NT>(sK, k_rows, a.kv.any(), kt * BN, Nk, D, a.vec);
     load_tile<HD, BN, NT>(sK + BN * HD, v_rows, a.kv.any_v(), kt * BN, Nk, Dv, a.vec);
   };
@@ -161,9 +189,10 @@ __global__ void __launch_bounds__(Tiles::threads) decode_kernel(const DecodeArgs
                                    n_rows, D, a.vec);
 #pragma unroll
   for (int s = 0; s < S - 1; ++s) {
-    if (kt_load < kt_end) load_kv(kt_load, s), kt_load = next_tile(kt_load + 1);
+    if (kt_load < kt_end) fetch_pages(kt_load), load_kv(kt_load, s), kt_load = next_tile(kt_load + 1);
     ptx::cp_async_commit();
   }
+  if (kt_load < kt_end) fetch_pages(kt_load);  // the first tile the loop loads
 
   std::uint32_t qf[KS][4];
   float o[ON][4];
@@ -175,7 +204,10 @@ __global__ void __launch_bounds__(Tiles::threads) decode_kernel(const DecodeArgs
   for (int it = 0; kt < kt_end; ++it) {
     ptx::cp_async_wait<S - 2>();  // tile `it` (and Q) landed
     __syncthreads();              // ... for every thread; and the stage of tile it - 1 is free
-    if (kt_load < kt_end) load_kv(kt_load, (it + S - 1) % S), kt_load = next_tile(kt_load + 1);
+    if (kt_load < kt_end) {
+      load_kv(kt_load, (it + S - 1) % S), kt_load = next_tile(kt_load + 1);
+      if (kt_load < kt_end) fetch_pages(kt_load);  // read while the copies are in flight
+    }
     ptx::cp_async_commit();
 
     if (it == 0) {

@@ -6,6 +6,7 @@
 
 #include "../core/paged.hpp"
 #include "../core/tensor.hpp"
+#include "ptx.hpp"
 
 namespace attnkit::cuda::detail {
 
@@ -52,6 +53,40 @@ template <class T>
 SeqRows<T> seq_rows(const TensorView<T>& t, const std::int32_t* offsets = nullptr) {
   return {t.data, {t.stride[0], t.stride[1], t.stride[2]}, offsets};
 }
+// A key tile's paged rows with this thread's block-table entries read one tile ahead into
+// registers, so that issuing the tile's copies waits on no table read. The thread copies the
+// 16-byte column `chunk` of rows tid_row + it * RowsPerCopy, it < Copies (load_rows' order).
+template <class T, int Copies, int RowsPerCopy>
+struct PagedTileRows {
+  const PagedRows<T>& rows;
+  int n_rows, tid_row, chunk;
+  int row0 = 0;
+  int pages[Copies] = {};
+
+  // The entries of the tile at key row0.
+  __device__ __forceinline__ void fetch(int tile_row0) {
+    row0 = tile_row0;
+#pragma unroll
+    for (int it = 0; it < Copies; ++it) {
+      const int j = row0 + tid_row + it * RowsPerCopy;
+      pages[it] = j < n_rows ? rows.table[rows.page_shift >= 0 ? j >> rows.page_shift : j / rows.page_size] : 0;
+    }
+  }
+  // cp.async of this thread's chunks of the fetched tile into `smem` (rows past n_rows and
+  // columns past n_cols as zeros; `any` is a valid address for the zero-byte copies).
+  template <class Layout, class U>
+  __device__ __forceinline__ void copy(U* smem, const U* any, int n_cols) const {
+#pragma unroll
+    for (int it = 0; it < Copies; ++it) {
+      const int r = tid_row + it * RowsPerCopy, j = row0 + r;
+      const bool ok = j < n_rows && chunk * 8 < n_cols;
+      const int slot = rows.page_shift >= 0 ? j & (rows.page_size - 1) : j % rows.page_size;
+      const U* from = ok ? rows.pool.at(pages[it], slot, rows.head) + chunk * 8 : any;
+      ptx::cp_async_16(smem + Layout::at(r, chunk * 8), from, ok ? 16 : 0);
+    }
+  }
+};
+
 inline SeqRows<float> seq_rows(const RowView& t, const std::int32_t* offsets = nullptr) {
   return {t.data, {t.stride[0], t.stride[1], t.stride[2]}, offsets};
 }
