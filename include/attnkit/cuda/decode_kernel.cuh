@@ -112,33 +112,23 @@ __global__ void __launch_bounds__(Tiles::threads) decode_kernel(const DecodeArgs
   };
   const auto k_rows = a.kv.k_rows(b, hk);
   const auto v_rows = a.kv.v_rows(b, hk);
-  // Paged caches read the block-table entries of the next tile to load one tile ahead (K and V
-  // rows share them): a table read in front of each tile's copies put a second memory round
-  // trip into the copy pipeline.
+  // Paged caches read the block-table entries of the next tile to load one tile ahead: a table
+  // read in front of each tile's copies put a second memory round trip into the copy pipeline.
   constexpr bool paged = std::is_same_v<std::remove_cv_t<decltype(k_rows)>, PagedRows<const T>>;
-  constexpr int copy_rows = NT / (HD / 8);  // rows per copy step of load_rows' vector path
-  const auto tile_rows = [&](const auto& rows) {
-    if constexpr (paged) {
-      return PagedTileRows<const T, BN / copy_rows, copy_rows>{rows, Nk, int(threadIdx.x) / (HD / 8), int(threadIdx.x) % (HD / 8)};
-    } else {
-      return 0;
-    }
-  };
-  [[maybe_unused]] auto k_tile = tile_rows(k_rows), v_tile = tile_rows(v_rows);
+  constexpr int chunks = HD / 8, copy_rows = NT / chunks;  // 16-byte columns; rows per copy step
+  [[maybe_unused]] auto pages = [&] {
+    if constexpr (paged) return PagedTileCopies<BN / copy_rows, copy_rows>{Nk, int(threadIdx.x) / chunks, int(threadIdx.x) % chunks};
+    else return 0;
+  }();
   const auto fetch_pages = [&](int kt) {
-    if constexpr (paged) {
-      k_tile.fetch(kt * BN);
-#pragma unroll
-      for (int it = 0; it < BN / copy_rows; ++it) v_tile.pages[it] = k_tile.pages[it];
-      v_tile.row0 = k_tile.row0;
-    }
+    if constexpr (paged) pages.fetch(k_rows, kt * BN);
   };
   const auto load_kv = [&](int kt, int stage) {
     T* sK = sKV + stage * Tiles::stage_elems;
     if constexpr (paged) {
-      if (a.vec) {  // pages of tile kt fetched ahead (fetch_pages)
-        k_tile.template copy<RowSwizzle<HD>>(sK, a.kv.any(), D);
-        v_tile.template copy<RowSwizzle<HD>>(sK + BN * HD, a.kv.any_v(), Dv);
+      if (a.vec) {  // the entries of tile kt were fetched ahead (fetch_pages)
+        pages.template copy<RowSwizzle<HD>>(k_rows, sK, a.kv.any(), D);
+        pages.template copy<RowSwizzle<HD>>(v_rows, sK + BN * HD, a.kv.any_v(), Dv);
         return;
       }
     }

@@ -3,6 +3,7 @@
 // along the sequence axis (cumulative offsets), and paged key/value caches. The kernels are
 // templated on the key/value source, so each layout compiles to its own address arithmetic.
 #include <cstdint>
+#include <type_traits>
 
 #include "../core/paged.hpp"
 #include "../core/tensor.hpp"
@@ -53,40 +54,6 @@ template <class T>
 SeqRows<T> seq_rows(const TensorView<T>& t, const std::int32_t* offsets = nullptr) {
   return {t.data, {t.stride[0], t.stride[1], t.stride[2]}, offsets};
 }
-// A key tile's paged rows with this thread's block-table entries read one tile ahead into
-// registers, so that issuing the tile's copies waits on no table read. The thread copies the
-// 16-byte column `chunk` of rows tid_row + it * RowsPerCopy, it < Copies (load_rows' order).
-template <class T, int Copies, int RowsPerCopy>
-struct PagedTileRows {
-  const PagedRows<T>& rows;
-  int n_rows, tid_row, chunk;
-  int row0 = 0;
-  int pages[Copies] = {};
-
-  // The entries of the tile at key row0.
-  __device__ __forceinline__ void fetch(int tile_row0) {
-    row0 = tile_row0;
-#pragma unroll
-    for (int it = 0; it < Copies; ++it) {
-      const int j = row0 + tid_row + it * RowsPerCopy;
-      pages[it] = j < n_rows ? rows.table[rows.page_shift >= 0 ? j >> rows.page_shift : j / rows.page_size] : 0;
-    }
-  }
-  // cp.async of this thread's chunks of the fetched tile into `smem` (rows past n_rows and
-  // columns past n_cols as zeros; `any` is a valid address for the zero-byte copies).
-  template <class Layout, class U>
-  __device__ __forceinline__ void copy(U* smem, const U* any, int n_cols) const {
-#pragma unroll
-    for (int it = 0; it < Copies; ++it) {
-      const int r = tid_row + it * RowsPerCopy, j = row0 + r;
-      const bool ok = j < n_rows && chunk * 8 < n_cols;
-      const int slot = rows.page_shift >= 0 ? j & (rows.page_size - 1) : j % rows.page_size;
-      const U* from = ok ? rows.pool.at(pages[it], slot, rows.head) + chunk * 8 : any;
-      ptx::cp_async_16(smem + Layout::at(r, chunk * 8), from, ok ? 16 : 0);
-    }
-  }
-};
-
 inline SeqRows<float> seq_rows(const RowView& t, const std::int32_t* offsets = nullptr) {
   return {t.data, {t.stride[0], t.stride[1], t.stride[2]}, offsets};
 }
@@ -122,6 +89,41 @@ struct PagedSource {
   }
   __device__ __forceinline__ const T* any() const { return kv.k.data; }
   __device__ __forceinline__ const T* any_v() const { return kv.v.data; }
+};
+
+// This thread's share of a paged key tile's copies, with its block-table entries read one
+// tile ahead into registers, so that issuing a tile's copies waits on no table read. The
+// thread copies the 16-byte column `chunk` of tile rows tid_row + it * RowsPerCopy, it <
+// Copies (load_rows' order). K and V rows share the table, so one fetch serves both copies.
+template <int Copies, int RowsPerCopy>
+struct PagedTileCopies {
+  int n_rows, tid_row, chunk;
+  int row0 = 0;
+  int pages[Copies] = {};
+
+  // The entries of the tile starting at key row0.
+  template <class T>
+  __device__ __forceinline__ void fetch(const PagedRows<T>& rows, int tile_row0) {
+    row0 = tile_row0;
+#pragma unroll
+    for (int it = 0; it < Copies; ++it) {
+      const int j = row0 + tid_row + it * RowsPerCopy;
+      pages[it] = j < n_rows ? rows.table[rows.page_shift >= 0 ? j >> rows.page_shift : j / rows.page_size] : 0;
+    }
+  }
+  // cp.async of this thread's chunks of the fetched tile of `rows` into `smem` (rows past
+  // n_rows and columns past n_cols as zeros; `any` is a valid address for zero-byte copies).
+  template <class Layout, class T, class U>
+  __device__ __forceinline__ void copy(const PagedRows<T>& rows, U* smem, const std::remove_const_t<T>* any, int n_cols) const {
+#pragma unroll
+    for (int it = 0; it < Copies; ++it) {
+      const int r = tid_row + it * RowsPerCopy, j = row0 + r;
+      const bool ok = j < n_rows && chunk * 8 < n_cols;
+      const int slot = rows.page_shift >= 0 ? j & (rows.page_size - 1) : j % rows.page_size;
+      const T* from = ok ? rows.pool.at(pages[it], slot, rows.head) + chunk * 8 : any;
+      ptx::cp_async_16(smem + Layout::at(r, chunk * 8), from, ok ? 16 : 0);
+    }
+  }
 };
 
 }  // namespace attnkit::cuda::detail
