@@ -34,6 +34,26 @@ TEST_CASE("cuda: head dims 128 and padded 96/80 with long sequences", "[cuda]") 
   }
 }
 
+TEST_CASE("cuda: dense K and V qualify for TMA key tiles exactly when their layout allows it", "[cuda][tma]") {
+  // The forward kernel's Hopper path fetches key tiles by TMA when the map encodes, and copies
+  // with cp.async otherwise; the cases above run whichever applies. This pins down which.
+  bfloat16* buf = nullptr;
+  REQUIRE(cudaMalloc(&buf, std::size_t(1) << 22) == cudaSuccess);
+  const auto view = [&](index_t off, std::array<index_t, 4> shape, std::array<index_t, 3> stride) {
+    return TensorView<const bfloat16>{buf + off, shape, stride};
+  };
+  CUtensorMap map;
+  const index_t B = 2, H = 3, N = 300;
+  CHECK(cuda::tma::key_tile_map(map, view(0, {B, H, N, 128}, {H * N * 128, N * 128, 128}), 128, 128));  // BHSD
+  CHECK(cuda::tma::key_tile_map(map, view(0, {B, H, N, 128}, {N * H * 128, 128, H * 128}), 128, 128));  // BSHD
+  CHECK(cuda::tma::key_tile_map(map, view(0, {B, H, N, 64}, {H * N * 64, N * 64, 64}), 64, 64));
+  CHECK_FALSE(cuda::tma::key_tile_map(map, view(0, {B, H, N, 96}, {H * N * 96, N * 96, 96}), 128, 128));  // padded head dim
+  CHECK_FALSE(cuda::tma::key_tile_map(map, view(4, {B, H, N, 128}, {H * N * 128, N * 128, 128}), 128, 128));  // 8-byte base
+  CHECK_FALSE(cuda::tma::key_tile_map(map, view(0, {B, H, N, 128}, {H * N * 132, N * 132, 132}), 128, 128));  // 264-byte rows
+  CHECK_FALSE(cuda::tma::key_tile_map(map, view(0, {B, H, N, 128}, {H * N * 128, 0, 128}), 128, 128));  // broadcast heads
+  cudaFree(buf);
+}
+
 TEST_CASE("cuda: MoBA blocks of whole key tiles (one block span per row and tile)", "[cuda]") {
   for (const Shape& s : {Shape{1, 4, 2, 700, 700, 64, 64, false, {}}, Shape{2, 2, 1, 300, 520, 128, 128, true, {}}}) {
     check<bfloat16>(make_attention(Softmax{}, MoBA{64, 3}), s);

@@ -32,6 +32,7 @@
 #include "patch_tiles.cuh"
 #include "ptx.hpp"
 #include "sequences.cuh"
+#include "tma.hpp"
 
 namespace attnkit::cuda::detail {
 
@@ -127,6 +128,7 @@ struct ForwardArgs {
   bool count_rows;  // the score needs each row's allowed-key count
   int cached_tiles; // key tiles whose classes fit the visit list in shared memory (after the tiles)
   patch_tiling_t<typename Variant::mask_type> patches;  // 2-D/3-D neighborhoods: the patch kernel's tiling
+  KeyTileMaps tma;  // dense K and V whose tiles the copy engine fetches (sm_90a, row-major tiles)
 };
 
 // The problem as one sequence of a batch sees it: ragged and paged batches have their own
@@ -274,7 +276,8 @@ __device__ __forceinline__ auto patch_cta(const Patches& pt) {
 // Patched: queries and keys tiled as neighborhood patches (patch_tiles.cuh) instead of
 // row-major; every visited key tile is then partial.
 template <class Tiles, bool Patched, class Variant, class Score, class T, class TO, class KV>
-__global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_kernel(const ForwardArgs<Variant, Score, T, TO, KV> a) {
+__global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
+    forward_kernel(const __grid_constant__ ForwardArgs<Variant, Score, T, TO, KV> a) {
   constexpr bool use_gmma = gmma::available;
   constexpr bool linear = is_linear_score<Score>();
   constexpr int HD = Tiles::HD, BM = Tiles::BM, NT = Tiles::threads;
@@ -470,11 +473,65 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     __syncthreads();
   };
 
+  // Key tiles by TMA (tma.hpp): the loading warpgroup's first thread requests a whole tile,
+  // counted on the mbarrier of its buffer (K buffers 0-1, V buffers 2-4); every thread waits on
+  // the tiles it reads next where it would otherwise wait for its own cp.async copies. Buffer
+  // b's n-th tile completes the barrier's phase n, so tile j waits for parity (j / buffers) & 1.
+  constexpr bool tma_able = use_gmma && !Patched && !linear && !KV::varlen;
+  const bool tma = tma_able && a.tma.on;
+  __shared__ alignas(8) std::uint64_t tile_bar[2 + v_bufs];
+  if constexpr (tma_able) {
+    if (tma) {
+      if (threadIdx.x == 0) {
+        for (int i = 0; i < 2 + v_bufs; ++i) tma::init(&tile_bar[i], 1);
+        tma::fence_init();
+      }
+      __syncthreads();
+    }
+  }
+  // Tile kt of K or V into the buffer of visited tile j, by TMA or cp.async.
+  const auto fetch_k = [&](int j, int kt) {
+    T* const dst = sK + (j & 1) * (BN * HD);
+    if constexpr (tma_able) {
+      if (tma) {
+        if (loader_id == 0) {
+          tma::arrive_expect(&tile_bar[j & 1], BN * HD * 2);
+          tma::load_tile(dst, &a.tma.k, &tile_bar[j & 1], kt * BN, hk, b);
+        }
+        return;
+      }
+    }
+    load_key_tile(dst, k_row, a.kv.any(), kt, D);
+  };
+  const auto fetch_v = [&](int j, int kt) {
+    if constexpr (tma_able) {
+      if (tma) {
+        if (loader_id == 0) {
+          tma::arrive_expect(&tile_bar[2 + j % v_bufs], BN * HD * 2);
+          tma::load_tile(v_buf(j), &a.tma.v, &tile_bar[2 + j % v_bufs], kt * BN, hk, b);
+        }
+        return;
+      }
+    }
+    load_key_tile(v_buf(j), v_row, a.kv.any_v(), kt, Dv);
+  };
+  // Before the barrier that opens visited tile jb: K of tile jb (if there is one) and V of tile
+  // jb - 1 have landed. (cp.async: each thread's own copies; TMA: the tiles' barriers.)
+  const auto await_tiles = [&](int jb, bool k_tile) {
+    ptx::cp_async_wait<0>();
+    if constexpr (tma_able) {
+      if (tma) {
+        if (k_tile) tma::wait(&tile_bar[jb & 1], unsigned(jb >> 1) & 1u);
+        if (jb >= 1) tma::wait(&tile_bar[2 + (jb - 1) % v_bufs], unsigned((jb - 1) / v_bufs) & 1u);
+      }
+    }
+  };
+
   // ---- prologue: the first K tile; then Q, it and the zero V are in
   int kt = cached ? visit_tile(0) : next_tile(kt_first);
-  if (kt < kt_end && !trailing) load_key_tile(sK, k_row, a.kv.any(), kt, D);
+  if (kt < kt_end && !trailing) fetch_k(0, kt);
   ptx::cp_async_commit();
-  ptx::cp_async_wait<0>();
+  await_tiles(0, kt < kt_end);
   publish();
 
   // Q fragments of this warp's 16 rows (feature-mapped for linear attention), or Q in place in
@@ -633,11 +690,11 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     // K of this tile and V of the previous one are in, and every warp is past tile j - 1.
     // (The trailing warpgroup waits after its S and P V instead, and once before the first.)
     if (!trailing || j == 0) {
-      ptx::cp_async_wait<0>();
+      await_tiles(j, true);
       publish();
     }
     if (trailing && j == 0) {
-      load_key_tile(v_buf(j), v_row, a.kv.any_v(), kt, Dv);
+      fetch_v(j, kt);
       ptx::cp_async_commit();
     }
 
@@ -686,8 +743,8 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     // work: the address arithmetic of the copies runs in its shadow. (Ping-pong: K here from
     // the first warpgroup; V from the second, one step ahead, after its barrier below.)
     if (!trailing) {
-      if constexpr (!ping_pong) load_key_tile(v_buf(j), v_row, a.kv.any_v(), kt, Dv);
-      if (kt_next < kt_end) load_key_tile(sK + ((j + 1) & 1) * (BN * HD), k_row, a.kv.any(), kt_next, D);
+      if constexpr (!ping_pong) fetch_v(j, kt);
+      if (kt_next < kt_end) fetch_k(j + 1, kt_next);
       ptx::cp_async_commit();
     } else if constexpr (ping_pong) {
       // Its S is done (K j may be refilled; overlap_pv: P V j - 1 runs on under this
@@ -695,9 +752,9 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
       // tile, into a buffer no P V reads any more.
       if constexpr (overlap_pv) gmma::wait<1>();
       else gmma::wait<0>();
-      ptx::cp_async_wait<0>();
+      await_tiles(j + 1, kt_next < kt_end);
       publish();
-      if (kt_next < kt_end) load_key_tile(v_buf(j + 1), v_row, a.kv.any_v(), kt_next, Dv);
+      if (kt_next < kt_end) fetch_v(j + 1, kt_next);
       ptx::cp_async_commit();
     }
     if constexpr (use_gmma) gmma::wait<1>();  // S has landed
@@ -943,7 +1000,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks) forward_ker
     // After the last visited tile: its own P V, from tile j's V buffer.
     if (kt >= kt_end) {
       if (!trailing) {
-        ptx::cp_async_wait<0>();
+        await_tiles(j + 1, false);
         publish();
       }
       accumulate_pv(pf_prev, v_buf(j));

@@ -122,6 +122,18 @@ void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, cudaStre
   using Shape = ForwardShape<Tiles, false, is_linear_score<Score>()>;
   const int tile_smem = Shape::tile_bytes(compute_capability_major() == 9) + Shape::align_slack;
   const int smem = gmma::cta_shared_bytes(tile_smem + (2 * a.cached_tiles + 15) / 16 * 16);
+  // Dense K and V whose head dim is the tile's: key tiles by TMA on Hopper (tma.hpp).
+  if constexpr (!KV::varlen && !is_linear_score<Score>()) {
+    const ProblemInfo& p = a.p;
+    if (p.D == Tiles::HD && p.Dv == Tiles::HD && compute_capability_major() == 9) {
+      constexpr int rows = Shape::key_tile(true);
+      const auto view = [&](const SeqRows<const T>& r) {
+        return TensorView<const T>{r.data, {p.B, p.Hkv, p.Nk, p.D}, {r.s[0], r.s[1], r.s[2]}};
+      };
+      a.tma.on = tma::key_tile_map(a.tma.k, view(a.kv.k), Tiles::HD, rows) &&
+                 tma::key_tile_map(a.tma.v, view(a.kv.v), Tiles::HD, rows);
+    }
+  }
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
         "cudaFuncSetAttribute(forward_kernel)");
   const dim3 grid(unsigned((a.p.Nq + Tiles::BM - 1) / Tiles::BM), unsigned(a.p.Hq), unsigned(a.p.B));

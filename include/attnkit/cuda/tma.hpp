@@ -1,0 +1,121 @@
+#pragma once
+// Hopper's tensor memory accelerator (TMA, sm_90): one thread asks for a whole [rows x 64]
+// tile block, the copy engine writes it into shared memory already in wgmma's 128-byte swizzle
+// and counts the bytes on an mbarrier that the readers wait on. It replaces the 16 cp.async
+// per thread per key tile (and their address arithmetic, about one instruction per weight of
+// the tile) with one instruction per CTA.
+//
+// Host: `key_tile_map` encodes a tensor map for the K or V tiles of a dense [B, H, N, D]
+// tensor (any strides that are multiples of 16 bytes), or reports that the tensor does not
+// qualify; the driver's encoder is looked up at run time, so nothing links against libcuda.
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "../core/tensor.hpp"
+#include "error.hpp"
+
+namespace attnkit::cuda {
+
+// The K and V tile maps of one launch; `on` is false where the tensors do not qualify (the
+// kernel then copies with cp.async).
+struct KeyTileMaps {
+  CUtensorMap k, v;
+  bool on = false;
+};
+
+namespace tma {
+
+// ------------------------------------------------------------------ device side (sm_90)
+
+__device__ __forceinline__ void init(std::uint64_t* bar, unsigned arrivals) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(bar))),
+               "r"(arrivals)
+               : "memory");
+}
+// Makes initialised mbarriers visible to the copy engine (before the CTA barrier that
+// publishes them to the other threads).
+__device__ __forceinline__ void fence_init() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+
+// The producer's arrival, announcing `bytes` the copies will deliver to this phase.
+__device__ __forceinline__ void arrive_expect(std::uint64_t* bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(
+                   static_cast<std::uint32_t>(__cvta_generic_to_shared(bar))),
+               "r"(bytes)
+               : "memory");
+}
+
+// Waits until the phase of the given parity has completed (its bytes are in shared memory and
+// visible to this thread and to its wgmma).
+__device__ __forceinline__ void wait(std::uint64_t* bar, unsigned parity) {
+  const auto addr = static_cast<std::uint32_t>(__cvta_generic_to_shared(bar));
+  std::uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(addr), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+
+// Box at coordinates (0, row, 0, head, batch) of a 5-d key tile map into `smem`, counted on bar.
+__device__ __forceinline__ void load_tile(void* smem, const CUtensorMap* map, std::uint64_t* bar, int row, int head,
+                                          int batch) {
+  asm volatile(
+      "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5, "
+      "%6}], [%7];\n" ::"r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(smem))),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(0), "r"(row), "r"(0), "r"(head), "r"(batch),
+      "r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(bar)))
+      : "memory");
+}
+
+// ------------------------------------------------------------------ host side
+
+using EncodeTiled = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                                 const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                                 CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+// The driver's cuTensorMapEncodeTiled, or nullptr where the driver has none.
+inline EncodeTiled encoder() {
+  static EncodeTiled fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess)
+      p = nullptr;
+    (void)cudaGetLastError();
+    return reinterpret_cast<EncodeTiled>(p);
+  }();
+  return fn;
+}
+
+// Tiles of `rows` keys x HD columns of a [B, H, N, HD] tensor of 16-bit values, as the 5-d
+// view (64 columns, N rows, HD / 64 column blocks, H, B): one box is a whole tile in the
+// 128-byte swizzle's layout, column block after column block (gmma::swizzled). Rows past N
+// arrive as zeros. False where the tensor does not qualify: head dim other than HD, a base or
+// a stride that is not a multiple of 16 bytes.
+template <class T>
+bool key_tile_map(CUtensorMap& map, const TensorView<T>& t, int HD, int rows) {
+  static_assert(sizeof(T) == 2, "TMA key tiles: 16-bit values");
+  const EncodeTiled encode = encoder();
+  if (!encode || t.shape[3] != HD || HD % 64 != 0) return false;
+  if (reinterpret_cast<std::uintptr_t>(t.data) % 16 != 0) return false;
+  for (int d = 0; d < 3; ++d)
+    if ((t.stride[d] * 2) % 16 != 0 || t.stride[d] <= 0 || t.stride[d] * 2 >= (std::int64_t(1) << 40)) return false;
+  if (t.shape[0] > 0x7fffffff || t.shape[1] > 0x7fffffff || t.shape[2] > 0x7fffffff) return false;
+  const cuuint64_t dims[5] = {64, cuuint64_t(t.shape[2]), cuuint64_t(HD / 64), cuuint64_t(t.shape[1]), cuuint64_t(t.shape[0])};
+  const cuuint64_t strides[4] = {cuuint64_t(t.stride[2]) * 2, 128, cuuint64_t(t.stride[1]) * 2, cuuint64_t(t.stride[0]) * 2};
+  const cuuint32_t box[5] = {64, cuuint32_t(rows), cuuint32_t(HD / 64), 1, 1};
+  const cuuint32_t unit[5] = {1, 1, 1, 1, 1};
+  const CUtensorMapDataType type = std::is_same_v<std::remove_const_t<T>, bfloat16> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                                                                    : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  return encode(&map, type, 5, const_cast<void*>(static_cast<const void*>(t.data)), dims, strides, box, unit,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+}  // namespace tma
+}  // namespace attnkit::cuda
