@@ -170,11 +170,11 @@ void launch_decode(const Variant& attn, const Score& score, const Call<T, TO, KV
   splits = std::max<std::int64_t>(1, (keys + split_len - 1) / split_len);
   d.split_len = int(split_len);
 
-  Workspace ws(stream);
+  Workspace ws(stream);  // one allocation for the three partial arrays: each pool call costs host time
   const std::size_t rows = std::size_t(splits * p.B * p.Hq * p.Nq);
-  d.part_o = ws.alloc<float>(rows * std::size_t(p.Dv));
-  d.part_m = ws.alloc<float>(rows);
-  d.part_l = ws.alloc<float>(rows);
+  d.part_o = ws.alloc<float>(rows * std::size_t(p.Dv + 2));
+  d.part_m = d.part_o + rows * std::size_t(p.Dv);
+  d.part_l = d.part_m + rows;
   const dim3 grid(unsigned(splits), unsigned(p.Hkv * d.row_chunks), unsigned(p.B));
   kernel<<<grid, Tiles::threads, Tiles::smem_bytes, stream>>>(d);
   check(cudaGetLastError(), "decode_kernel launch");
