@@ -30,8 +30,9 @@ mkdir -p "$build"
 
 # Rebuild when the flags, a source or a header they include (clang's depfiles) changed. The
 # harness instantiates every score x mask x dtype; its three translation units compile side by
-# side (598 s on two cores; as one unit it took 1074 s).
-flags=(-std=c++20 -g -O1 -march=x86-64-v3 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+# side (598 s on two cores when written, ~1000 s by 2026-11-27; as one unit it took 1074 s).
+# Line tables only: reproducer stacks keep file:line, the build is ~15% faster than with -g.
+flags=(-std=c++20 -gline-tables-only -O1 -march=x86-64-v3 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
        -fno-omit-frame-pointer -Wall -Wextra -Werror -Iinclude -isystem /usr/include/eigen3)
 srcs=(tests/fuzz/fuzz_attention.cpp tests/fuzz/fuzz_cases_softmax_sigmoid.cpp tests/fuzz/fuzz_cases_softplus_linear.cpp)
 stamp=$build/flags.txt
