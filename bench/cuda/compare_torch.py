@@ -16,32 +16,18 @@ REPS = 30
 flex = torch.compile(flex_attention, dynamic=False)
 
 
-def timed(fn):
+def timed(fn, gpu_alone=False):
+    """Median ms of one call between CUDA events. gpu_alone: each call queued behind a ~250 us
+    sleep kernel, so the host's enqueueing overlaps the sleep and the events see only the
+    kernels and the gaps between them."""
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
     times = []
     for _ in range(REPS):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    times.sort()
-    return times[len(times) // 2]
-
-
-def timed_gpu(fn):
-    """GPU time alone: each call queued behind a ~250 us sleep kernel, so the host's enqueueing
-    overlaps the sleep and the events see only the kernels and the gaps between them."""
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(REPS):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda._sleep(500000)
+        if gpu_alone:
+            torch.cuda._sleep(500000)
         a.record()
         fn()
         b.record()
@@ -117,13 +103,13 @@ def decode_rows(decode):
                     with sdpa_kernel(backend):
                         call = lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
                         out[label] = gb / timed(call)
-                        gpu[label] = gb / timed_gpu(call)
+                        gpu[label] = gb / timed(call, gpu_alone=True)
                 except Exception as e:
                     print(f"{r['workload']} {label}: {e}", file=sys.stderr)
             try:
                 call = lambda: flex(q, k, v, enable_gqa=gqa)
                 out["flex"] = gb / timed(call)
-                gpu["flex"] = gb / timed_gpu(call)
+                gpu["flex"] = gb / timed(call, gpu_alone=True)
             except Exception as e:
                 print(f"{r['workload']} flex: {e}", file=sys.stderr)
             del q, k, v
