@@ -489,32 +489,22 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
       __syncthreads();
     }
   }
-  // Tile kt of K or V into the buffer of visited tile j, by TMA or cp.async.
-  const auto fetch_k = [&](int j, int kt) {
-    T* const dst = sK + (j & 1) * (BN * HD);
+  // Tile kt of K or V into `dst`, by TMA (counted on tile_bar[bar]) or cp.async.
+  const auto fetch = [&](T* dst, int bar, const CUtensorMap* map, const auto& rows, const T* any, int kt, int n_cols) {
     if constexpr (tma_able) {
       if (tma) {
         if (loader_id == 0) {
-          tma::arrive_expect(&tile_bar[j & 1], BN * HD * 2);
-          tma::load_tile(dst, &a.tma.k, &tile_bar[j & 1], kt * BN, hk, b);
+          tma::arrive_expect(&tile_bar[bar], BN * HD * 2);
+          tma::load_tile(dst, map, &tile_bar[bar], kt * BN, hk, b);
         }
         return;
       }
     }
-    load_key_tile(dst, k_row, a.kv.any(), kt, D);
+    load_key_tile(dst, rows, any, kt, n_cols);
   };
-  const auto fetch_v = [&](int j, int kt) {
-    if constexpr (tma_able) {
-      if (tma) {
-        if (loader_id == 0) {
-          tma::arrive_expect(&tile_bar[2 + j % v_bufs], BN * HD * 2);
-          tma::load_tile(v_buf(j), &a.tma.v, &tile_bar[2 + j % v_bufs], kt * BN, hk, b);
-        }
-        return;
-      }
-    }
-    load_key_tile(v_buf(j), v_row, a.kv.any_v(), kt, Dv);
-  };
+  // K and V of visited tile j: K buffers (and barriers) 0-1, V buffers 0 to v_bufs - 1 (barriers 2 on).
+  const auto fetch_k = [&](int j, int kt) { fetch(sK + (j & 1) * (BN * HD), j & 1, &a.tma.k, k_row, a.kv.any(), kt, D); };
+  const auto fetch_v = [&](int j, int kt) { fetch(v_buf(j), 2 + j % v_bufs, &a.tma.v, v_row, a.kv.any_v(), kt, Dv); };
   // Before the barrier that opens visited tile jb: K of tile jb (if there is one) and V of tile
   // jb - 1 have landed. (cp.async: each thread's own copies; TMA: the tiles' barriers.)
   const auto await_tiles = [&](int jb, bool k_tile) {

@@ -120,12 +120,13 @@ void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, cudaStre
   const std::int64_t n_tiles = (a.p.Nk + Tiles::BN - 1) / Tiles::BN;
   a.cached_tiles = int(n_tiles <= 16384 ? n_tiles : 0);
   using Shape = ForwardShape<Tiles, false, is_linear_score<Score>()>;
-  const int tile_smem = Shape::tile_bytes(compute_capability_major() == 9) + Shape::align_slack;
+  const bool hopper = compute_capability_major() == 9;
+  const int tile_smem = Shape::tile_bytes(hopper) + Shape::align_slack;
   const int smem = gmma::cta_shared_bytes(tile_smem + (2 * a.cached_tiles + 15) / 16 * 16);
   // Dense K and V whose head dim is the tile's: key tiles by TMA on Hopper (tma.hpp).
   if constexpr (!KV::varlen && !is_linear_score<Score>()) {
     const ProblemInfo& p = a.p;
-    if (p.D == Tiles::HD && p.Dv == Tiles::HD && compute_capability_major() == 9) {
+    if (p.D == Tiles::HD && p.Dv == Tiles::HD && hopper) {
       constexpr int rows = Shape::key_tile(true);
       const auto view = [&](const SeqRows<const T>& r) {
         return TensorView<const T>{r.data, {p.B, p.Hkv, p.Nk, p.D}, {r.s[0], r.s[1], r.s[2]}};
