@@ -1,4 +1,5 @@
 // Storage conversions and the CPU backend's vectorised math.
+#include <attnkit/core/fast_divisor.hpp>
 #include <attnkit/cpu/simd.hpp>
 
 #include "support.hpp"
@@ -65,4 +66,32 @@ TEST_CASE("the vectorised exp and softplus keep their error bounds", "[numerics]
   REQUIRE(y[3] == 0.f);
   REQUIRE(y[4] == 200.f);
   REQUIRE(std::abs(y[5] - std::log(2.f)) < 1e-6f);
+}
+
+TEST_CASE("FastDivisor divides exactly like integer division over the whole int range", "[numerics]") {
+  std::mt19937 rng(11);
+  std::vector<std::int64_t> divisors;
+  for (std::int64_t d = 1; d <= 300; ++d) divisors.push_back(d);
+  for (int e = 9; e <= 30; ++e) divisors.insert(divisors.end(), {(std::int64_t(1) << e) - 1, std::int64_t(1) << e, (std::int64_t(1) << e) + 1});
+  divisors.push_back((std::int64_t(1) << 31) - 1);
+  for (const std::int64_t d : divisors) {
+    const FastDivisor f(d);
+    std::int64_t checked = 0, wrong = 0, first_wrong = -1;
+    const auto check = [&](int n) {
+      const int q = f.quotient(n);
+      ++checked;
+      if (q != n / d || f.remainder(n, q) != n % d) wrong += 1, first_wrong = first_wrong < 0 ? n : first_wrong;
+    };
+    for (int n = 0; n < 2000; ++n) check(n);
+    for (std::int64_t n = std::numeric_limits<int>::max() - 2000; n <= std::numeric_limits<int>::max(); ++n) check(int(n));
+    for (int i = 0; i < 20000; ++i) check(int(rng() >> 1));
+    for (std::int64_t k = 1; k * d < std::numeric_limits<int>::max() && k < 4000; ++k)  // around every multiple
+      for (const std::int64_t n : {k * d - 1, k * d, k * d + 1})
+        if (n < std::numeric_limits<int>::max()) check(int(n));
+    INFO("divisor " << d << ", first wrong numerator " << first_wrong);
+    REQUIRE(checked > 20000);
+    REQUIRE(wrong == 0);
+  }
+  REQUIRE_THROWS_WITH(FastDivisor(0), Catch::Contains("divisor"));
+  REQUIRE_THROWS_WITH(FastDivisor(std::int64_t(1) << 31), Catch::Contains("divisor"));
 }

@@ -112,7 +112,7 @@ void bench(const char* name, const Variant& attn, Buffers& buf, index_t B, index
 // the cache lives in a paged pool with a shuffled block table.
 template <class Variant>
 void bench_decode(const char* name, const Variant& attn, index_t B, index_t Hq, index_t Hkv, index_t Nk, index_t D,
-                  index_t page = 0, bool hnd = false) {
+                  index_t page = 0, bool hnd = false, bool shuffle = true) {
   if (!selected(name)) return;
   const std::size_t kv_elems = std::size_t(B * Hkv * Nk * D);
   bfloat16 *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
@@ -131,7 +131,7 @@ void bench_decode(const char* name, const Variant& attn, index_t B, index_t Hq, 
         off(static_cast<std::size_t>(B + 1));
     for (index_t i = 0; i < pages; ++i) ids[i] = std::int32_t(i);
     std::uint32_t x = 12345;  // a fixed shuffle: pages of a sequence are scattered over the pool
-    for (index_t i = pages - 1; i > 0; --i) {
+    for (index_t i = pages - 1; shuffle && i > 0; --i) {
       x = x * 1664525u + 1013904223u;
       std::swap(ids[i], ids[x % std::uint32_t(i + 1)]);
     }
@@ -205,20 +205,51 @@ void bench_decode(const char* name, const Variant& attn, index_t B, index_t Hq, 
 
 // Ragged prefill: sequences of different lengths packed into one batch-1 tensor (bshd), causal
 // within each sequence; TFLOP/s of the useful pairs.
-void bench_ragged(const char* name, Buffers& buf, const std::vector<std::int32_t>& lens, index_t H, index_t D) {
+// Causal prefill of a ragged batch; page > 0: its keys and values in an NHD pool of pages of
+// that many tokens, handed out in a shuffled order (run_paged), else packed rows (run_ragged).
+void bench_ragged(const char* name, Buffers& buf, const std::vector<std::int32_t>& lens, index_t H, index_t D,
+                  index_t page = 0) {
   if (!selected(name)) return;
   std::vector<std::int32_t> off(lens.size() + 1, 0);
   double pairs = 0;
   for (std::size_t b = 0; b < lens.size(); ++b) off[b + 1] = off[b] + lens[b], pairs += double(lens[b]) * (lens[b] + 1) / 2;
   const index_t total = off.back(), B = index_t(lens.size());
-  std::int32_t* doff = nullptr;
-  check(cudaMalloc(&doff, off.size() * 4), "cudaMalloc");
-  check(cudaMemcpy(doff, off.data(), off.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
-  const RaggedRows rows{doff, B, *std::max_element(lens.begin(), lens.end())};
+  const index_t longest = *std::max_element(lens.begin(), lens.end());
+  std::vector<void*> owned;
+  const auto upload = [&](const std::vector<std::int32_t>& x) {
+    std::int32_t* d = nullptr;
+    check(cudaMalloc(&d, x.size() * 4), "cudaMalloc");
+    check(cudaMemcpy(d, x.data(), x.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+    owned.push_back(d);
+    return d;
+  };
+  const std::int32_t* doff = upload(off);
+  const RaggedRows rows{doff, B, longest};
+  PagedKV<const bfloat16> kv;
+  if (page > 0) {
+    const index_t per_seq = (longest + page - 1) / page, pages = B * per_seq;
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(pages));
+    for (index_t i = 0; i < pages; ++i) ids[i] = std::int32_t(i);
+    std::uint32_t x = 777;
+    for (index_t i = pages - 1; i > 0; --i) x = x * 1664525u + 1013904223u, std::swap(ids[i], ids[x % std::uint32_t(i + 1)]);
+    bfloat16 *kp = nullptr, *vp = nullptr;
+    const std::size_t elems = std::size_t(pages * page * H * D);
+    check(cudaMalloc(&kp, elems * 2), "cudaMalloc"), check(cudaMalloc(&vp, elems * 2), "cudaMalloc");
+    owned.push_back(kp), owned.push_back(vp);
+    fill_uniform<<<4096, 256>>>(kp, elems, 7u);
+    fill_uniform<<<4096, 256>>>(vp, elems, 8u);
+    kv.k = pool_nhd<const bfloat16>(kp, page, H, D), kv.v = pool_nhd<const bfloat16>(vp, page, H, D);
+    kv.block_table = upload(ids), kv.seq_lens = upload(lens);
+    kv.batch = B, kv.heads = H, kv.dim = kv.dim_v = D, kv.page_size = page, kv.pages = pages;
+    kv.table_stride = per_seq, kv.max_len = longest;
+  }
   const auto attn = make_attention(Softmax{}, Causal{});
   const auto launch = [&] {
-    cuda::run_ragged(attn, bshd<const bfloat16>(buf.q, 1, total, H, D), bshd<const bfloat16>(buf.k, 1, total, H, D),
-                     bshd<const bfloat16>(buf.v, 1, total, H, D), bshd(buf.o, 1, total, H, D), rows, rows);
+    if (page > 0)
+      cuda::run_paged(attn, bshd<const bfloat16>(buf.q, 1, total, H, D), rows, kv, bshd(buf.o, 1, total, H, D));
+    else
+      cuda::run_ragged(attn, bshd<const bfloat16>(buf.q, 1, total, H, D), bshd<const bfloat16>(buf.k, 1, total, H, D),
+                       bshd<const bfloat16>(buf.v, 1, total, H, D), bshd(buf.o, 1, total, H, D), rows, rows);
   };
   for (int w = 0; w < 3; ++w) launch();
   cudaEvent_t e0, e1;
@@ -234,7 +265,7 @@ void bench_ragged(const char* name, Buffers& buf, const std::vector<std::int32_t
     ms.push_back(t);
   }
   cudaEventDestroy(e0), cudaEventDestroy(e1);
-  cudaFree(doff);
+  for (void* ptr : owned) cudaFree(ptr);
   std::sort(ms.begin(), ms.end());
   const double med = ms[ms.size() / 2];
   std::printf("{\"workload\": \"%s\", \"B\": %lld, \"H\": %lld, \"N\": %lld, \"D\": %lld, \"ms\": %.4f, \"min_ms\": %.4f, "
@@ -305,12 +336,15 @@ int main(int argc, char** argv) {
       bench("topk-blocks 128 k12 causal N=16384 (work upper bound)", make_attention(Softmax{}, TopKBlocks<Causal>{12, 128, 128}),
             buf, 1, H, N, D, bound);
     }
-    bench_ragged("ragged causal 8 sequences, 16384 tokens", buf, {4096, 3000, 2500, 2000, 1800, 1500, 900, 588}, H, D);
+    const std::vector<std::int32_t> lens{4096, 3000, 2500, 2000, 1800, 1500, 900, 588};
+    bench_ragged("ragged causal 8 sequences, 16384 tokens", buf, lens, H, D);
+    bench_ragged("paged16 NHD prefill, causal 8 sequences, 16384 tokens", buf, lens, H, D, 16);
     // Decoding, the setting of DESIGN.md's anchor: 8 sequences x 32 heads, a 32k cache, D = 128.
     bench_decode("decode B=8 H=32 KV=32768", make_attention(Softmax{}, Full{}), 8, 32, 32, 32768, 128);
     bench_decode("decode GQA B=8 Hq=32 Hkv=8 KV=32768", make_attention(Softmax{}, Full{}), 8, 32, 8, 32768, 128);
     bench_decode("decode paged16 NHD B=8 H=32 KV=32768", make_attention(Softmax{}, Causal{}), 8, 32, 32, 32768, 128, 16);
     bench_decode("decode paged16 HND B=8 H=32 KV=32768", make_attention(Softmax{}, Causal{}), 8, 32, 32, 32768, 128, 16, true);
+    bench_decode("decode paged16 HND in-order B=8 H=32 KV=32768", make_attention(Softmax{}, Causal{}), 8, 32, 32, 32768, 128, 16, true, false);
     bench_decode("decode sigmoid B=8 H=32 KV=32768", make_attention(Sigmoid{}, Full{}), 8, 32, 32, 32768, 128);
     bench_decode("decode B=1 H=8 KV=131072", make_attention(Softmax{}, Full{}), 1, 8, 8, 131072, 128);
   } catch (const std::exception& e) {

@@ -193,7 +193,7 @@ TEST_CASE("cuda paged: page sizes, pool layouts, prefill and decode", "[cuda][pa
   const Seqs decode{{1, 1, 1}, {2000, 1, 517}};
   const Seqs spec{{3, 2, 4}, {129, 64, 1500}};  // speculative decoding: a few queries per sequence
   const Seqs prefill{{100, 1, 200}, {100, 50, 700}};
-  for (index_t page : {1, 12, 16, 64}) {  // 12: the division path of a page size that is no power of two
+  for (index_t page : {1, 12, 16, 64}) {  // 12: a page size that is no power of two
     for (bool hnd : {false, true}) {
       check_paged<bfloat16>(make_attention(Softmax{}, Causal{}), decode, 8, 2, 128, page, hnd);
       check_paged<bfloat16>(make_attention(Softmax{}, Full{}), spec, 8, 2, 64, page, hnd);

@@ -196,6 +196,10 @@ template <class Source>
 inline constexpr bool strided_range = false;
 template <class T>
 inline constexpr bool strided_range<RowRange<StridedRows<T>>> = true;
+template <class Source>
+inline constexpr bool paged_range = false;
+template <class T>
+inline constexpr bool paged_range<RowRange<PagedRows<T>>> = true;
 
 // Loads R rows x [0, HD) of `src` into a swizzled shared tile; absent rows and columns at or
 // past n_cols are zero-filled. `any` is a valid address for the zero-byte copies.
@@ -225,9 +229,43 @@ __device__ __forceinline__ void load_rows(T* smem, const Source& src, const T* a
       return;
     }
   }
+  if constexpr (paged_range<Source> && Threads % chunks == 0 && Threads / chunks % 8 == 0 && R % (Threads / chunks) == 0) {
+    if (vec) {
+      // Paged rows (prefill from a paged cache): the same 16-byte column of rows r0,
+      // r0 + Threads / chunks, ... Every block-table entry is read before the first copy, so
+      // the copies wait for one round trip of loads, not one each (with a branch per row the
+      // compiler issued each read right before its copy: a paged prefill ran at a quarter of
+      // the packed one's speed). Rows past the end read the last row's entry instead of
+      // branching, and copy nothing.
+      constexpr int step_rows = Threads / chunks;
+      const int ch = tid % chunks, r0 = tid / chunks;
+      const auto& rows = src.row;
+      if (src.n_rows <= src.row0) {  // no row of the tile exists (the zero V before the first tile)
+#pragma unroll
+        for (int it = 0; it < iters; ++it) ptx::cp_async_16(smem + Layout::at(r0 + it * step_rows, ch * 8), any, 0);
+        return;
+      }
+      const int last = src.n_rows - 1;
+      int page_id[iters];
+#pragma unroll
+      for (int it = 0; it < iters; ++it) page_id[it] = rows.table[rows.page.quotient(min(src.row0 + r0 + it * step_rows, last))];
+      T* const to = smem + Layout::at(r0, ch * 8);
+#pragma unroll
+      for (int it = 0; it < iters; ++it) {
+        const int j = min(src.row0 + r0 + it * step_rows, last);
+        const bool ok = src.has(r0 + it * step_rows) && ch * 8 < n_cols;
+        const T* from = rows.at(page_id[it], rows.page.remainder(j, rows.page.quotient(j))) + ch * 8;
+        ptx::cp_async_16(to + Layout::at(it * step_rows, 0), ok ? from : any, ok ? 16 : 0);
+      }
+      // The entries of the tile after this one into L1: visits mostly go tile by tile, and its
+      // reads then wait for L1 instead of L2.
+      if (src.row0 + R < src.n_rows) ptx::prefetch_l1(rows.table + rows.page.quotient(min(src.row0 + R + r0, last)));
+      return;
+    }
+  }
   if (vec) {
-    // A fixed trip count unrolls fully, so that the row addresses (a block-table read per row
-    // for paged caches) are all computed before the copies are issued.
+    // A fixed trip count unrolls fully, so that the row addresses are all computed before the
+    // copies are issued.
 #pragma unroll
     for (int it = 0; it < iters; ++it) {
       const int c = tid + it * Threads;

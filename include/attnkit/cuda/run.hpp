@@ -405,6 +405,12 @@ void run_paged(const Variant& attn, TensorView<TQ> q, const RaggedRows& q_rows, 
   detail::check_rows(q_rows, "q_rows", p.Nq);
   require(kv.batch == q_rows.batch, "kv.batch", "differs from q_rows.batch");
   require(kv.page_size > 0 && kv.pages >= 0, "kv.page_size", "must be positive");
+  // The kernels address pages with 32-bit strides and key indices (PagedRows).
+  constexpr index_t int32_limit = (index_t(1) << 31) - 1;
+  require(kv.page_size <= int32_limit && kv.max_len <= int32_limit, "kv", "page_size and max_len must fit 32 bits");
+  for (int i = 0; i < 3; ++i)
+    require(kv.k.stride[i] >= 0 && kv.k.stride[i] <= int32_limit && kv.v.stride[i] >= 0 && kv.v.stride[i] <= int32_limit,
+            "kv", "pool strides must lie in [0, 2^31) elements");
   require(kv.max_len >= 0 && kv.max_len <= kv.table_stride * kv.page_size, "kv.max_len",
           "exceeds the pages a block-table row holds (table_stride x page_size)");
   require(kv.batch == 0 || (kv.block_table && kv.seq_lens), "kv", "block_table and seq_lens are required");
@@ -423,7 +429,7 @@ void run_paged(const Variant& attn, TensorView<TQ> q, const RaggedRows& q_rows, 
 
   detail::Call<T, TO, detail::PagedSource<T>> c;
   c.q = detail::seq_rows(cq, q_rows.offsets);
-  c.kv = {ckv, std::has_single_bit(std::uint64_t(kv.page_size)) ? std::countr_zero(std::uint64_t(kv.page_size)) : -1};
+  c.kv = {ckv, FastDivisor(kv.page_size)};
   c.o = detail::seq_rows(o, q_rows.offsets);
   c.lse = detail::seq_rows(opt.lse, q_rows.offsets);
   c.q_offset_given = opt.q_offset.has_value();

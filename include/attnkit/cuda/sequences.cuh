@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "../core/fast_divisor.hpp"
 #include "../core/paged.hpp"
 #include "../core/tensor.hpp"
 #include "ptx.hpp"
@@ -19,16 +20,21 @@ struct StridedRows {
   __device__ __forceinline__ T* operator()(int j) const { return base + j * stride; }
 };
 
-// Row j of one (sequence, head) of a paged pool: one block-table read per row.
+// Row j of one (sequence, head) of a paged pool: one block-table read per row. Page ids,
+// slots and the pool's strides are non-negative 32-bit values (run_paged checks the strides),
+// so a row's offset is two unsigned 32 x 32 -> 64-bit multiply-adds.
 template <class T>
 struct PagedRows {
-  PagePool<T> pool;
+  T* head;                    // page 0, slot 0 of this head
   const std::int32_t* table;  // this sequence's block-table row
-  int page_size, head;
-  int page_shift;  // log2(page_size) for powers of two (the usual 16, 32, 64), else -1
+  FastDivisor page;           // tokens per page
+  std::uint32_t page_stride, slot_stride;
+  __device__ __forceinline__ T* at(int page_id, int slot) const {
+    return head + (std::uint64_t(std::uint32_t(page_id)) * page_stride + std::uint64_t(std::uint32_t(slot)) * slot_stride);
+  }
   __device__ __forceinline__ T* operator()(int j) const {
-    if (page_shift >= 0) return pool.at(table[j >> page_shift], j & (page_size - 1), head);
-    return pool.at(table[j / page_size], j % page_size, head);
+    const int q = page.quotient(j);
+    return at(table[q], page.remainder(j, q));
   }
 };
 
@@ -79,13 +85,13 @@ struct PagedSource {
   PagedKV<const T> kv;
 
   __device__ __forceinline__ int length(int b) const { return kv.seq_lens[b]; }
-  int page_shift = -1;
+  FastDivisor page;  // kv.page_size
 
-  __device__ __forceinline__ PagedRows<const T> k_rows(int b, int h) const {
-    return {kv.k, kv.block_table + b * kv.table_stride, int(kv.page_size), h, page_shift};
-  }
-  __device__ __forceinline__ PagedRows<const T> v_rows(int b, int h) const {
-    return {kv.v, kv.block_table + b * kv.table_stride, int(kv.page_size), h, page_shift};
+  __device__ __forceinline__ PagedRows<const T> k_rows(int b, int h) const { return rows(kv.k, b, h); }
+  __device__ __forceinline__ PagedRows<const T> v_rows(int b, int h) const { return rows(kv.v, b, h); }
+  __device__ __forceinline__ PagedRows<const T> rows(const PagePool<const T>& pool, int b, int h) const {
+    return {pool.at(0, 0, h), kv.block_table + b * kv.table_stride, page, std::uint32_t(pool.stride[0]),
+            std::uint32_t(pool.stride[1])};
   }
   __device__ __forceinline__ const T* any() const { return kv.k.data; }
   __device__ __forceinline__ const T* any_v() const { return kv.v.data; }
@@ -100,15 +106,17 @@ struct PagedTileCopies {
   int n_rows, tid_row, chunk;
   int row0 = 0;
   int pages[Copies] = {};
+  int slots[Copies] = {};
 
-  // The entries of the tile starting at key row0.
+  // The entries of the tile starting at key row0 (and the rows' slots in their pages).
   template <class T>
   __device__ __forceinline__ void fetch(const PagedRows<T>& rows, int tile_row0) {
     row0 = tile_row0;
 #pragma unroll
     for (int it = 0; it < Copies; ++it) {
-      const int j = row0 + tid_row + it * RowsPerCopy;
-      pages[it] = j < n_rows ? rows.table[rows.page_shift >= 0 ? j >> rows.page_shift : j / rows.page_size] : 0;
+      const int j = row0 + tid_row + it * RowsPerCopy, q = rows.page.quotient(j);
+      slots[it] = rows.page.remainder(j, q);
+      pages[it] = j < n_rows ? rows.table[q] : 0;
     }
   }
   // cp.async of this thread's chunks of the fetched tile of `rows` into `smem` (rows past
@@ -117,11 +125,10 @@ struct PagedTileCopies {
   __device__ __forceinline__ void copy(const PagedRows<T>& rows, U* smem, const std::remove_const_t<T>* any, int n_cols) const {
 #pragma unroll
     for (int it = 0; it < Copies; ++it) {
-      const int r = tid_row + it * RowsPerCopy, j = row0 + r;
-      const bool ok = j < n_rows && chunk * 8 < n_cols;
-      const int slot = rows.page_shift >= 0 ? j & (rows.page_size - 1) : j % rows.page_size;
-      const T* from = ok ? rows.pool.at(pages[it], slot, rows.head) + chunk * 8 : any;
-      ptx::cp_async_16(smem + Layout::at(r, chunk * 8), from, ok ? 16 : 0);
+      const int r = tid_row + it * RowsPerCopy;
+      const bool ok = row0 + r < n_rows && chunk * 8 < n_cols;
+      const T* row = rows.at(pages[it], slots[it]) + chunk * 8;  // a row of the pool even when !ok
+      ptx::cp_async_16(smem + Layout::at(r, chunk * 8), ok ? row : any, ok ? 16 : 0);
     }
   }
 };
