@@ -260,6 +260,12 @@ TEST_CASE("cuda ragged/paged: validation", "[cuda][validation]") {
   kv.batch = 3;
   REQUIRE_THROWS_WITH(cuda::run_paged(attn, Q, rows, kv, O), Catch::Contains("kv.batch"));
   kv.batch = 2;
+  // the kernels address pages with 32-bit strides
+  kv.v.stride[0] = index_t(1) << 31;
+  REQUIRE_THROWS_WITH(cuda::run_paged(attn, Q, rows, kv, O), Catch::Contains("pool strides"));
+  kv.v.stride[0] = -kv.k.stride[0];
+  REQUIRE_THROWS_WITH(cuda::run_paged(attn, Q, rows, kv, O), Catch::Contains("pool strides"));
+  kv.v = kv.k;
   cuda::run_paged(attn, Q, rows, kv, O);  // valid
   device_sync();
 }
