@@ -246,17 +246,19 @@ __device__ __forceinline__ void load_rows(T* smem, const Source& src, const T* a
         return;
       }
       const int last = src.n_rows - 1;
-      int page_id[iters];
-#pragma unroll
-      for (int it = 0; it < iters; ++it) page_id[it] = rows.table[rows.page.quotient(min(src.row0 + r0 + it * step_rows, last))];
-      T* const to = smem + Layout::at(r0, ch * 8);
+      int page_id[iters], slot[iters];
 #pragma unroll
       for (int it = 0; it < iters; ++it) {
-        const int j = min(src.row0 + r0 + it * step_rows, last);
-        const bool ok = src.has(r0 + it * step_rows) && ch * 8 < n_cols;
-        const T* from = rows.at(page_id[it], rows.page.remainder(j, rows.page.quotient(j))) + ch * 8;
-        ptx::cp_async_16(to + Layout::at(it * step_rows, 0), ok ? from : any, ok ? 16 : 0);
+        const int j = min(src.row0 + r0 + it * step_rows, last), q = rows.page.quotient(j);
+        page_id[it] = rows.table[q];
+        slot[it] = rows.page.remainder(j, q);
       }
+      T* const to = smem + Layout::at(r0, ch * 8);
+      const int cols = ch * 8 < n_cols ? 16 : 0;
+#pragma unroll
+      for (int it = 0; it < iters; ++it)  // absent rows and columns copy zero bytes of an in-pool address
+        ptx::cp_async_16(to + Layout::at(it * step_rows, 0), rows.at(page_id[it], slot[it]) + ch * 8,
+                         src.has(r0 + it * step_rows) ? cols : 0);
       // The entries of the tile after this one into L1: visits mostly go tile by tile, and its
       // reads then wait for L1 instead of L2.
       if (src.row0 + R < src.n_rows) ptx::prefetch_l1(rows.table + rows.page.quotient(min(src.row0 + R + r0, last)));
