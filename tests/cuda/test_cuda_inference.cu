@@ -200,6 +200,11 @@ TEST_CASE("cuda paged: page sizes, pool layouts, prefill and decode", "[cuda][pa
     }
   }
   check_paged<bfloat16>(make_attention(Softmax{}, Causal{}), prefill, 4, 2, 128, 16, false);
+  // Hopper fetches whole key tiles of 8 x 2^k-slot pages by TMA, one box per page (8: 32 boxes
+  // per tile), or per tile of longer pages (256), and a sequence's partial last tile by cp.async.
+  const Seqs long_prefill{{300, 256}, {1024, 640}};
+  for (index_t page : {8, 32, 256}) check_paged<bfloat16>(make_attention(Softmax{}, Causal{}), long_prefill, 4, 2, 128, page, page == 32);
+  check_paged<bfloat16>(make_attention(Softmax{}, Full{}), long_prefill, 4, 4, 64, 32, false);
   check_paged<attnkit::half>(make_attention(Sigmoid{}, Causal{}), prefill, 2, 2, 64, 64, true);
   check_paged<bfloat16>(make_attention(Softplus{}, Full{}), decode, 4, 4, 128, 16, false);
   check_paged<bfloat16>(make_attention(Linear<EluPlusOne>{}, Causal{}), decode, 4, 1, 64, 16, true);

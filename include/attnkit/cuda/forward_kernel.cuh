@@ -517,7 +517,11 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
   // counted on the mbarrier of its buffer (K buffers 0-1, V buffers 2-4); every thread waits on
   // the tiles it reads next where it would otherwise wait for its own cp.async copies. Buffer
   // b's n-th tile completes the barrier's phase n, so tile j waits for parity (j / buffers) & 1.
-  constexpr bool tma_able = use_gmma && !Patched && !linear && !KV::varlen;
+  // Paged caches: the first loading warp's lanes request the tile's boxes, one per page and
+  // column block; a sequence's last, partial tile comes by cp.async (which zero-fills past the
+  // sequence, where a page holds stale rows) with a bare arrival for its barrier phase.
+  constexpr bool paged_kv = is_paged_source<KV>;
+  constexpr bool tma_able = use_gmma && !Patched && !linear && (!KV::varlen || paged_kv);
   const bool tma = tma_able && a.tma.on;
   __shared__ alignas(8) std::uint64_t tile_bar[2 + v_bufs];
   if constexpr (tma_able) {
@@ -533,11 +537,30 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
   const auto fetch = [&](T* dst, int bar, const CUtensorMap* map, const auto& rows, const T* any, int kt, int n_cols) {
     if constexpr (tma_able) {
       if (tma) {
-        if (loader_id == 0) {
-          tma::arrive_expect(&tile_bar[bar], BN * HD * 2);
-          tma::load_tile(dst, map, &tile_bar[bar], kt * BN, hk, b);
+        if constexpr (paged_kv) {
+          if ((kt + 1) * BN <= Nk) {
+            if (loader_id < 32) {
+              const int page = int(rows.page.d), box_rows = page < BN ? page : BN, boxes = BN / box_rows;
+              if (loader_id == 0) tma::arrive_expect(&tile_bar[bar], BN * HD * 2);
+              __syncwarp();
+              for (int task = loader_id; task < boxes * (HD / 64); task += 32) {
+                const int i = task % boxes, block = task / boxes, j = kt * BN + i * box_rows, q = rows.page.quotient(j);
+                tma::load_page_box(dst + block * (BN * 64) + i * box_rows * 64, map, &tile_bar[bar],
+                                   rows.page.remainder(j, q), block, hk, rows.table[q]);
+              }
+              // The next tile's entries into L1 for its lanes' reads.
+              if (loader_id == 0 && (kt + 1) * BN < Nk) ptx::prefetch_l1(rows.table + rows.page.quotient((kt + 1) * BN));
+            }
+            return;
+          }
+          if (loader_id == 0) tma::arrive(&tile_bar[bar]);
+        } else {
+          if (loader_id == 0) {
+            tma::arrive_expect(&tile_bar[bar], BN * HD * 2);
+            tma::load_tile(dst, map, &tile_bar[bar], kt * BN, hk, b);
+          }
+          return;
         }
-        return;
       }
     }
     load_key_tile(dst, rows, any, kt, n_cols);

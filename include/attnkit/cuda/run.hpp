@@ -123,6 +123,16 @@ void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, cudaStre
   const bool hopper = compute_capability_major() == 9;
   const int tile_smem = Shape::tile_bytes(hopper) + Shape::align_slack;
   const int smem = gmma::cta_shared_bytes(tile_smem + (2 * a.cached_tiles + 15) / 16 * 16);
+  // Paged pools of such K and V: boxes of whole pages by TMA (page sizes 8 x 2^k, or multiples
+  // of the tile).
+  if constexpr (is_paged_source<KV> && !is_linear_score<Score>()) {
+    const auto& kv = a.kv.kv;
+    if (a.p.D == Tiles::HD && a.p.Dv == Tiles::HD && hopper && a.vec) {
+      constexpr int rows = Shape::key_tile(true);
+      a.tma.on = tma::page_tile_map(a.tma.k, kv.k, kv.pages, kv.page_size, kv.heads, kv.dim, Tiles::HD, rows) &&
+                 tma::page_tile_map(a.tma.v, kv.v, kv.pages, kv.page_size, kv.heads, kv.dim_v, Tiles::HD, rows);
+    }
+  }
   // Dense K and V whose head dim is the tile's: key tiles by TMA on Hopper (tma.hpp).
   if constexpr (!KV::varlen && !is_linear_score<Score>()) {
     const ProblemInfo& p = a.p;

@@ -97,6 +97,11 @@ struct PagedSource {
   __device__ __forceinline__ const T* any_v() const { return kv.v.data; }
 };
 
+template <class KV>
+inline constexpr bool is_paged_source = false;
+template <class T>
+inline constexpr bool is_paged_source<PagedSource<T>> = true;
+
 // This thread's share of a paged key tile's copies, with its block-table entries read one
 // tile ahead into registers, so that issuing a tile's copies waits on no table read. The
 // thread copies the 16-byte column `chunk` of tile rows tid_row + it * RowsPerCopy, it <

@@ -6,14 +6,16 @@
 // the tile) with one instruction per CTA.
 //
 // Host: `key_tile_map` encodes a tensor map for the K or V tiles of a dense [B, H, N, D]
-// tensor (any strides that are multiples of 16 bytes), or reports that the tensor does not
-// qualify; the driver's encoder is looked up at run time, so nothing links against libcuda.
+// tensor (any strides that are multiples of 16 bytes), `page_tile_map` one for a paged pool,
+// or they report that the tensor does not qualify; the driver's encoder is looked up at run
+// time, so nothing links against libcuda.
 #include <cuda.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 #include <type_traits>
 
+#include "../core/paged.hpp"
 #include "../core/tensor.hpp"
 #include "error.hpp"
 
@@ -47,6 +49,12 @@ __device__ __forceinline__ void arrive_expect(std::uint64_t* bar, unsigned bytes
                : "memory");
 }
 
+// An arrival without bytes (a tile that came by cp.async instead).
+__device__ __forceinline__ void arrive(std::uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(bar)))
+               : "memory");
+}
+
 // Waits until the phase of the given parity has completed (its bytes are in shared memory and
 // visible to this thread and to its wgmma).
 __device__ __forceinline__ void wait(std::uint64_t* bar, unsigned parity) {
@@ -68,6 +76,17 @@ __device__ __forceinline__ void load_tile(void* smem, const CUtensorMap* map, st
       "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5, "
       "%6}], [%7];\n" ::"r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(smem))),
       "l"(reinterpret_cast<std::uint64_t>(map)), "r"(0), "r"(row), "r"(0), "r"(head), "r"(batch),
+      "r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(bar)))
+      : "memory");
+}
+
+// Box at coordinates (0, slot, block, head, page) of a 5-d page map into `smem`, counted on bar.
+__device__ __forceinline__ void load_page_box(void* smem, const CUtensorMap* map, std::uint64_t* bar, int slot, int block,
+                                              int head, int page) {
+  asm volatile(
+      "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5, "
+      "%6}], [%7];\n" ::"r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(smem))),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(0), "r"(slot), "r"(block), "r"(head), "r"(page),
       "r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(bar)))
       : "memory");
 }
@@ -116,6 +135,36 @@ bool key_tile_map(CUtensorMap& map, const TensorView<T>& t, int HD, int rows) {
   const CUtensorMapDataType type = std::is_same_v<std::remove_const_t<T>, bfloat16> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
                                                                                     : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
   return encode(&map, type, 5, const_cast<void*>(static_cast<const void*>(t.data)), dims, strides, box, unit,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+// Key tiles of a paged pool (page, slot, head, HD columns; 16-bit values), as the 5-d view
+// (64 columns, page_size slots, HD / 64 column blocks, heads, pages) with boxes of
+// min(page_size, rows) slots x 64 columns: a [rows x HD] tile is rows / box slots x HD / 64
+// boxes, each in the 128-byte swizzle's layout at its place in the tile. False where the pool
+// does not qualify: pages of fewer than 8 slots or that neither divide nor are multiples of the
+// tile (a box must start on the swizzle's 8-row period), a base or a stride that is not a
+// multiple of 16 bytes.
+template <class T>
+bool page_tile_map(CUtensorMap& map, const PagePool<T>& pool, index_t pages, index_t page_size, index_t heads,
+                   index_t dim, int HD, int rows) {
+  static_assert(sizeof(T) == 2, "TMA key tiles: 16-bit values");
+  const EncodeTiled encode = encoder();
+  if (!encode || dim != HD || HD % 64 != 0 || pages <= 0 || heads <= 0) return false;
+  if (page_size % 8 != 0 || !(rows % page_size == 0 || page_size % rows == 0)) return false;
+  if (reinterpret_cast<std::uintptr_t>(pool.data) % 16 != 0) return false;
+  for (int d = 0; d < 3; ++d)
+    if ((pool.stride[d] * 2) % 16 != 0 || pool.stride[d] <= 0 || pool.stride[d] * 2 >= (std::int64_t(1) << 40)) return false;
+  if (pages > 0x7fffffff || page_size > 0x7fffffff || heads > 0x7fffffff) return false;
+  const cuuint64_t dims[5] = {64, cuuint64_t(page_size), cuuint64_t(HD / 64), cuuint64_t(heads), cuuint64_t(pages)};
+  const cuuint64_t strides[4] = {cuuint64_t(pool.stride[1]) * 2, 128, cuuint64_t(pool.stride[2]) * 2,
+                                 cuuint64_t(pool.stride[0]) * 2};
+  const cuuint32_t box[5] = {64, cuuint32_t(page_size < rows ? page_size : rows), 1, 1, 1};
+  const cuuint32_t unit[5] = {1, 1, 1, 1, 1};
+  const CUtensorMapDataType type = std::is_same_v<std::remove_const_t<T>, bfloat16> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                                                                    : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  return encode(&map, type, 5, const_cast<void*>(static_cast<const void*>(pool.data)), dims, strides, box, unit,
                 CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
