@@ -540,7 +540,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
         if constexpr (paged_kv) {
           if ((kt + 1) * BN <= Nk) {
             if (loader_id < 32) {
-              const int page = int(rows.page.d), box_rows = page < BN ? page : BN, boxes = BN / box_rows;
+              const int page_size = int(rows.page.d), box_rows = page_size < BN ? page_size : BN, boxes = BN / box_rows;
               if (loader_id == 0) tma::arrive_expect(&tile_bar[bar], BN * HD * 2);
               __syncwarp();
               for (int task = loader_id; task < boxes * (HD / 64); task += 32) {
