@@ -545,8 +545,8 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
               __syncwarp();
               for (int task = loader_id; task < boxes * (HD / 64); task += 32) {
                 const int i = task % boxes, block = task / boxes, j = kt * BN + i * box_rows, q = rows.page.quotient(j);
-                tma::load_page_box(dst + block * (BN * 64) + i * box_rows * 64, map, &tile_bar[bar],
-                                   rows.page.remainder(j, q), block, hk, rows.table[q]);
+                tma::load_box(dst + block * (BN * 64) + i * box_rows * 64, map, &tile_bar[bar], rows.page.remainder(j, q),
+                              block, hk, rows.table[q]);
               }
               // The next tile's entries into L1 for its lanes' reads.
               if (loader_id == 0 && (kt + 1) * BN < Nk) ptx::prefetch_l1(rows.table + rows.page.quotient((kt + 1) * BN));
@@ -557,7 +557,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
         } else {
           if (loader_id == 0) {
             tma::arrive_expect(&tile_bar[bar], BN * HD * 2);
-            tma::load_tile(dst, map, &tile_bar[bar], kt * BN, hk, b);
+            tma::load_box(dst, map, &tile_bar[bar], kt * BN, 0, hk, b);
           }
           return;
         }

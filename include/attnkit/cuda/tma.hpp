@@ -69,24 +69,14 @@ __device__ __forceinline__ void wait(std::uint64_t* bar, unsigned parity) {
   } while (!done);
 }
 
-// Box at coordinates (0, row, 0, head, batch) of a 5-d key tile map into `smem`, counted on bar.
-__device__ __forceinline__ void load_tile(void* smem, const CUtensorMap* map, std::uint64_t* bar, int row, int head,
-                                          int batch) {
+// The box at coordinates (0, x1, x2, x3, x4) of a 5-d map into `smem`, counted on bar: (0, row,
+// 0, head, batch) of a key tile map, (0, slot, block, head, page) of a page map.
+__device__ __forceinline__ void load_box(void* smem, const CUtensorMap* map, std::uint64_t* bar, int x1, int x2, int x3,
+                                         int x4) {
   asm volatile(
       "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5, "
       "%6}], [%7];\n" ::"r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(smem))),
-      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(0), "r"(row), "r"(0), "r"(head), "r"(batch),
-      "r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(bar)))
-      : "memory");
-}
-
-// Box at coordinates (0, slot, block, head, page) of a 5-d page map into `smem`, counted on bar.
-__device__ __forceinline__ void load_page_box(void* smem, const CUtensorMap* map, std::uint64_t* bar, int slot, int block,
-                                              int head, int page) {
-  asm volatile(
-      "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5, "
-      "%6}], [%7];\n" ::"r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(smem))),
-      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(0), "r"(slot), "r"(block), "r"(head), "r"(page),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(0), "r"(x1), "r"(x2), "r"(x3), "r"(x4),
       "r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(bar)))
       : "memory");
 }
@@ -114,6 +104,28 @@ inline EncodeTiled encoder() {
   return fn;
 }
 
+// Strides (elements) of 16-bit values that a tensor map takes: positive multiples of 16 bytes
+// below 2^40 bytes.
+inline bool map_strides_ok(const index_t* stride, int n) {
+  for (int d = 0; d < n; ++d)
+    if ((stride[d] * 2) % 16 != 0 || stride[d] <= 0 || stride[d] * 2 >= (std::int64_t(1) << 40)) return false;
+  return true;
+}
+
+// A 5-d map of 16-bit values in the 128-byte swizzle (the wgmma operand layout).
+template <class T>
+bool encode_swizzled(CUtensorMap& map, const T* data, const cuuint64_t (&dims)[5], const cuuint64_t (&strides)[4],
+                     const cuuint32_t (&box)[5]) {
+  const EncodeTiled encode = encoder();
+  if (!encode || reinterpret_cast<std::uintptr_t>(data) % 16 != 0) return false;
+  const cuuint32_t unit[5] = {1, 1, 1, 1, 1};
+  const CUtensorMapDataType type = std::is_same_v<std::remove_const_t<T>, bfloat16> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                                                                    : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  return encode(&map, type, 5, const_cast<void*>(static_cast<const void*>(data)), dims, strides, box, unit,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 // Tiles of `rows` keys x HD columns of a [B, H, N, HD] tensor of 16-bit values, as the 5-d
 // view (64 columns, N rows, HD / 64 column blocks, H, B): one box is a whole tile in the
 // 128-byte swizzle's layout, column block after column block (gmma::swizzled). Rows past N
@@ -122,21 +134,12 @@ inline EncodeTiled encoder() {
 template <class T>
 bool key_tile_map(CUtensorMap& map, const TensorView<T>& t, int HD, int rows) {
   static_assert(sizeof(T) == 2, "TMA key tiles: 16-bit values");
-  const EncodeTiled encode = encoder();
-  if (!encode || t.shape[3] != HD || HD % 64 != 0) return false;
-  if (reinterpret_cast<std::uintptr_t>(t.data) % 16 != 0) return false;
-  for (int d = 0; d < 3; ++d)
-    if ((t.stride[d] * 2) % 16 != 0 || t.stride[d] <= 0 || t.stride[d] * 2 >= (std::int64_t(1) << 40)) return false;
+  if (t.shape[3] != HD || HD % 64 != 0 || !map_strides_ok(t.stride.data(), 3)) return false;
   if (t.shape[0] > 0x7fffffff || t.shape[1] > 0x7fffffff || t.shape[2] > 0x7fffffff) return false;
   const cuuint64_t dims[5] = {64, cuuint64_t(t.shape[2]), cuuint64_t(HD / 64), cuuint64_t(t.shape[1]), cuuint64_t(t.shape[0])};
   const cuuint64_t strides[4] = {cuuint64_t(t.stride[2]) * 2, 128, cuuint64_t(t.stride[1]) * 2, cuuint64_t(t.stride[0]) * 2};
   const cuuint32_t box[5] = {64, cuuint32_t(rows), cuuint32_t(HD / 64), 1, 1};
-  const cuuint32_t unit[5] = {1, 1, 1, 1, 1};
-  const CUtensorMapDataType type = std::is_same_v<std::remove_const_t<T>, bfloat16> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
-                                                                                    : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-  return encode(&map, type, 5, const_cast<void*>(static_cast<const void*>(t.data)), dims, strides, box, unit,
-                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  return encode_swizzled(map, t.data, dims, strides, box);
 }
 
 // Key tiles of a paged pool (page, slot, head, HD columns; 16-bit values), as the 5-d view
@@ -150,23 +153,14 @@ template <class T>
 bool page_tile_map(CUtensorMap& map, const PagePool<T>& pool, index_t pages, index_t page_size, index_t heads,
                    index_t dim, int HD, int rows) {
   static_assert(sizeof(T) == 2, "TMA key tiles: 16-bit values");
-  const EncodeTiled encode = encoder();
-  if (!encode || dim != HD || HD % 64 != 0 || pages <= 0 || heads <= 0) return false;
+  if (dim != HD || HD % 64 != 0 || pages <= 0 || heads <= 0 || !map_strides_ok(pool.stride.data(), 3)) return false;
   if (page_size % 8 != 0 || !(rows % page_size == 0 || page_size % rows == 0)) return false;
-  if (reinterpret_cast<std::uintptr_t>(pool.data) % 16 != 0) return false;
-  for (int d = 0; d < 3; ++d)
-    if ((pool.stride[d] * 2) % 16 != 0 || pool.stride[d] <= 0 || pool.stride[d] * 2 >= (std::int64_t(1) << 40)) return false;
   if (pages > 0x7fffffff || page_size > 0x7fffffff || heads > 0x7fffffff) return false;
   const cuuint64_t dims[5] = {64, cuuint64_t(page_size), cuuint64_t(HD / 64), cuuint64_t(heads), cuuint64_t(pages)};
   const cuuint64_t strides[4] = {cuuint64_t(pool.stride[1]) * 2, 128, cuuint64_t(pool.stride[2]) * 2,
                                  cuuint64_t(pool.stride[0]) * 2};
   const cuuint32_t box[5] = {64, cuuint32_t(page_size < rows ? page_size : rows), 1, 1, 1};
-  const cuuint32_t unit[5] = {1, 1, 1, 1, 1};
-  const CUtensorMapDataType type = std::is_same_v<std::remove_const_t<T>, bfloat16> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
-                                                                                    : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-  return encode(&map, type, 5, const_cast<void*>(static_cast<const void*>(pool.data)), dims, strides, box, unit,
-                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  return encode_swizzled(map, pool.data, dims, strides, box);
 }
 
 }  // namespace tma
