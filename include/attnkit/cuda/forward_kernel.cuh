@@ -517,17 +517,21 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
   // counted on the mbarrier of its buffer (K buffers 0-1, V buffers 2-4); every thread waits on
   // the tiles it reads next where it would otherwise wait for its own cp.async copies. Buffer
   // b's n-th tile completes the barrier's phase n, so tile j waits for parity (j / buffers) & 1.
-  // Paged caches: the first loading warp's lanes request the tile's boxes, one per page and
-  // column block; a sequence's last, partial tile comes by cp.async (which zero-fills past the
-  // sequence, where a page holds stale rows) with a bare arrival for its barrier phase.
+  // Paged caches: the tile's boxes, one per page and column block, are spread over the loading
+  // warpgroup's warps, a lane per box (the copy instruction takes its operands from uniform
+  // registers, so a warp issues its boxes one after another); each warp arrives once with its
+  // share of the bytes. One warp issuing all of them held its warpgroup's next wgmma back by
+  // that serial issue and its table reads. A sequence's last, partial tile comes by cp.async
+  // (which zero-fills past the sequence, where a page holds stale rows) with bare arrivals.
   constexpr bool paged_kv = is_paged_source<KV>;
+  constexpr int loader_warps = loaders / 32;
   constexpr bool tma_able = use_gmma && !Patched && !linear && (!KV::varlen || paged_kv);
   const bool tma = tma_able && a.tma.on;
   __shared__ alignas(8) std::uint64_t tile_bar[2 + v_bufs];
   if constexpr (tma_able) {
     if (tma) {
       if (threadIdx.x == 0) {
-        for (int i = 0; i < 2 + v_bufs; ++i) tma::init(&tile_bar[i], 1);
+        for (int i = 0; i < 2 + v_bufs; ++i) tma::init(&tile_bar[i], paged_kv ? loader_warps : 1);
         tma::fence_init();
       }
       __syncthreads();
@@ -539,21 +543,24 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
       if (tma) {
         if constexpr (paged_kv) {
           if ((kt + 1) * BN <= Nk) {
-            if (loader_id < 32) {
-              const int page_size = int(rows.page.d), box_rows = page_size < BN ? page_size : BN, boxes = BN / box_rows;
-              if (loader_id == 0) tma::arrive_expect(&tile_bar[bar], BN * HD * 2);
-              __syncwarp();
-              for (int task = loader_id; task < boxes * (HD / 64); task += 32) {
-                const int i = task % boxes, block = task / boxes, j = kt * BN + i * box_rows, q = rows.page.quotient(j);
-                tma::load_box(dst + block * (BN * 64) + i * box_rows * 64, map, &tile_bar[bar], rows.page.remainder(j, q),
-                              block, hk, rows.table[q]);
-              }
-              // The next tile's entries into L1 for its lanes' reads.
-              if (loader_id == 0 && (kt + 1) * BN < Nk) ptx::prefetch_l1(rows.table + rows.page.quotient((kt + 1) * BN));
+            // Boxes of box_rows slots (a page, or a whole tile of a larger page): boxes per
+            // column block and box_rows are powers of two (tma::page_tile_map's page sizes).
+            const int page_size = int(rows.page.d), box_rows = page_size < BN ? page_size : BN;
+            const int box_shift = __ffs(BN / box_rows) - 1, tasks = (HD / 64) << box_shift;
+            const int lw = loader_id / 32, lane_l = loader_id % 32;  // task = lw + loader_warps * lane
+            if (lane_l == 0) tma::arrive_expect(&tile_bar[bar], unsigned((tasks - lw + loader_warps - 1) / loader_warps * box_rows * 64 * 2));
+            __syncwarp();
+            for (int task = lw + loader_warps * lane_l; task < tasks; task += 32 * loader_warps) {
+              const int i = task & ((1 << box_shift) - 1), block = task >> box_shift;
+              const int j = kt * BN + i * box_rows, q = rows.page.quotient(j);
+              tma::load_box(dst + block * (BN * 64) + i * box_rows * 64, map, &tile_bar[bar], rows.page.remainder(j, q), block,
+                            hk, rows.table[q]);
             }
+            // The next tile's entries into L1 for its lanes' reads.
+            if (loader_id == 0 && (kt + 1) * BN < Nk) ptx::prefetch_l1(rows.table + rows.page.quotient((kt + 1) * BN));
             return;
           }
-          if (loader_id == 0) tma::arrive(&tile_bar[bar]);
+          if (loader_id % 32 == 0) tma::arrive(&tile_bar[bar]);
         } else {
           if (loader_id == 0) {
             tma::arrive_expect(&tile_bar[bar], BN * HD * 2);
