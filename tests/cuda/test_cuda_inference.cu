@@ -182,6 +182,11 @@ TEST_CASE("cuda ragged: prefill and decode batches", "[cuda][ragged]") {
   check_ragged<bfloat16>(make_attention(Softplus{}, Causal{}), prefill, 2, 1, 128, 128);
   check_ragged<bfloat16>(make_attention(Linear<EluPlusOne>{}, Full{}), prefill, 2, 2, 64, 64);
   check_ragged<bfloat16>(make_attention(Softmax{}, And<Causal, SlidingWindow>{{}, {100, 0}}), prefill, 4, 2, 64, 64, 50);
+  // Several whole key tiles per sequence, sequences starting at rows that are no tile multiple,
+  // a partial last tile each, GQA 8:1.
+  const Seqs long_prefill{{300, 256, 3}, {1024, 640, 129}};
+  check_ragged<bfloat16>(make_attention(Softmax{}, Causal{}), long_prefill, 8, 1, 128, 128);
+  check_ragged<bfloat16>(make_attention(Softmax{}, Full{}), long_prefill, 4, 2, 64, 64);
   for (int group : {1, 8}) {
     check_ragged<bfloat16>(make_attention(Softmax{}, Causal{}), decode, 2 * group, 2, 128, 128);
     check_ragged<attnkit::half>(make_attention(Softplus{}, Full{}), decode, 2 * group, 2, 64, 64);
