@@ -47,7 +47,9 @@ struct ForwardTiles {
   static constexpr int warps = Warps, BM = 16 * warps, BN = 64, wide_BN = WideBN, threads = warps * 32;
   static_assert(wide_BN == 64 || wide_BN == 128, "wgmma key tiles of 64 or 128 keys");
   static constexpr int chunks = HD / 8;  // 16-byte chunks per shared row
-  static constexpr int min_blocks = 8 / warps;  // 8 warps per SM: two CTAs of 4 interleave their phases
+  // CTAs per SM the registers are capped for. Four warps: three CTAs (168 registers, a few
+  // spilled words) interleave their weights and tensor-core phases; H100 D=64 1.18x two CTAs.
+  static constexpr int min_blocks = warps == 4 ? 3 : 8 / warps;
   static_assert(HD % 64 == 0, "the swizzle needs at least 8 chunks of 16 bytes per row");
   static_assert(warps % 4 == 0, "wgmma: whole warpgroups");
 };
