@@ -550,7 +550,8 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
             const int page_size = int(rows.page.d), box_rows = page_size < BN ? page_size : BN;
             const int box_shift = __ffs(BN / box_rows) - 1, tasks = (HD / 64) << box_shift;
             const int lw = loader_id / 32, lane_l = loader_id % 32;  // task = lw + loader_warps * lane
-            if (lane_l == 0) tma::arrive_expect(&tile_bar[bar], unsigned((tasks - lw + loader_warps - 1) / loader_warps * box_rows * 64 * 2));
+            const int warp_boxes = (tasks - lw + loader_warps - 1) / loader_warps;
+            if (lane_l == 0) tma::arrive_expect(&tile_bar[bar], unsigned(warp_boxes * box_rows * 64 * 2));
             __syncwarp();
             for (int task = lw + loader_warps * lane_l; task < tasks; task += 32 * loader_warps) {
               const int i = task & ((1 << box_shift) - 1), block = task >> box_shift;
