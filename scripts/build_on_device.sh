@@ -20,8 +20,8 @@ flags=(-O3 -DNDEBUG -gencode=arch=compute_90a,code=sm_90a -std=c++20 --expt-rela
        -Iinclude -isystem .devdeps/eigen3 -isystem .devdeps)
 start=$SECONDS
 pids=()
-for tu in tests/cuda/cuda_main.cu tests/cuda/test_cuda_*.cu bench/cuda/bench_cuda.cu; do
-  name=$(basename "$tu" .cu)
+for tu in tests/catch2_session.cpp tests/cuda/cuda_main.cpp tests/cuda/test_cuda_*.cu bench/cuda/bench_cuda.cu; do
+  name=$(basename "${tu%.*}")
   "$nvcc" "${flags[@]}" -c "$tu" -o "$bin/obj/$name.o" > "$bin/obj/$name.log" 2>&1 &
   pids+=("$!:$name")
 done
@@ -32,7 +32,7 @@ done
 ((failed == 0)) || exit 1
 for t in tests/cuda/test_cuda_*.cu; do
   name=$(basename "$t" .cu)
-  "$nvcc" -gencode=arch=compute_90a,code=sm_90a "$bin/obj/$name.o" "$bin/obj/cuda_main.o" -o "$bin/tests/cuda/$name"
+  "$nvcc" -gencode=arch=compute_90a,code=sm_90a "$bin/obj/$name.o" "$bin/obj/cuda_main.o" "$bin/obj/catch2_session.o" -o "$bin/tests/cuda/$name"
 done
 "$nvcc" -gencode=arch=compute_90a,code=sm_90a "$bin/obj/bench_cuda.o" -o "$bin/bench/cuda/attnkit_bench_cuda"
 echo "build_on_device: $((SECONDS - start)) s"

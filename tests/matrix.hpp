@@ -99,6 +99,18 @@ struct FullAndCausal {
   static constexpr bool covers = std::is_same_v<M, Full> || std::is_same_v<M, Causal>;
 };
 
+// Every mask that MaskSet leaves out, and no mask at all: a matrix split over two translation
+// units, so that two cores compile it side by side.
+template <class MaskSet>
+struct Except {
+  template <class M>
+  static constexpr bool covers = !MaskSet::template covers<M>;
+};
+struct NoMask {
+  template <class M>
+  static constexpr bool covers = false;
+};
+
 // Every mask of MaskSet that the backend supports (Backend::supports<Mask>) on shape s,
 // against the reference within Backend::tolerance<T>.
 template <class T, class MaskSet = EveryMask, class Backend, class Score>

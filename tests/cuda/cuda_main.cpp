@@ -1,10 +1,10 @@
-// Catch2 main of the GPU tests: without a CUDA device they exit with code 77, which CTest
-// reports as skipped (SKIP_RETURN_CODE), after saying why.
-#define CATCH_CONFIG_RUNNER
+// Catch2 main of the GPU tests (Catch2 itself: tests/catch2_session.cpp): without a CUDA device
+// they exit with code 77, which CTest reports as skipped (SKIP_RETURN_CODE), after saying why.
 #include <cuda_runtime_api.h>
 
-#include <catch2/catch.hpp>
 #include <cstdio>
+
+#include "../catch2_session.hpp"
 
 int main(int argc, char* argv[]) {
   int devices = 0;
@@ -14,5 +14,5 @@ int main(int argc, char* argv[]) {
                 e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
     return 77;
   }
-  return Catch::Session().run(argc, argv);
+  return attnkit::test::run_catch_session(argc, argv);
 }
