@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the CPU tests and examples with AddressSanitizer + UndefinedBehaviorSanitizer
 # (-O1 -g, -march=native; no CUDA, no benchmarks) and runs them with ctest. Any report from
-# either sanitizer fails the test that triggered it.
+# either sanitizer fails the test that triggered it. The CPU test matrix runs its fp32 cells
+# here and leaves the half and bfloat16 ones to scripts/fuzz.sh, which instantiates every
+# score x mask x dtype under the same sanitizers (tests/matrix_cpu.hpp).
 #   scripts/sanitize.sh                       # clang++-14, build-asan/, JOBS = nproc
 #   SANITIZE_CXX=g++ BUILD_DIR=build-asan-gcc scripts/sanitize.sh
 #
