@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the CPU tests and examples with AddressSanitizer + UndefinedBehaviorSanitizer
 # (-O1 -g, -march=native; no CUDA, no benchmarks) and runs them with ctest. Any report from
-# either sanitizer fails the test that triggered it. The CPU test matrix runs its fp32 cells
-# here and leaves the half and bfloat16 ones to scripts/fuzz.sh, which instantiates every
-# score x mask x dtype under the same sanitizers (tests/matrix_cpu.hpp).
+# either sanitizer fails the test that triggered it. Of the CPU test matrix, the softmax
+# unit's fp32 cells run here; the other score functions and the half and bfloat16 cells are
+# left to scripts/fuzz.sh, which instantiates every score x mask x dtype under the same
+# sanitizers (tests/CMakeLists.txt, tests/matrix_cpu.hpp).
 #   scripts/sanitize.sh                       # clang++-14, build-asan/, JOBS = nproc
 #   SANITIZE_CXX=g++ BUILD_DIR=build-asan-gcc scripts/sanitize.sh
 #
