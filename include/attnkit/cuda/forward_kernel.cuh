@@ -616,6 +616,15 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
     }
     if (flip_q || linear) publish();
   }
+  // The shared-memory address of this warpgroup's 64 rows of Q (128 bytes each), wgmma's A
+  // operand when Q stays in shared memory. Its first row is broadcast from lane 0 so that nvcc
+  // sees a warp-uniform value and keeps the Q descriptors on the uniform datapath: built from
+  // warp / 4, they took a vector add and a move per wgmma, which waited behind the weights'
+  // FMA-pipe work of the other warps (Nsight Compute: dispatch stalls on softplus's Q K^T
+  // wgmmas). Computed once here, not per key tile: the broadcast sat on each tile's path to
+  // its first wgmma.
+  [[maybe_unused]] const std::uint32_t q_wg_smem =
+      ptx::smem_addr(sQ) + std::uint32_t(__shfl_sync(0xffffffffu, (warp / 4) * 64, 0)) * 128u;
 #pragma unroll
   for (int ks = 0; ks < (q_in_smem ? 0 : KS); ++ks) {
     ptx::ldmatrix_x4(qf[ks], sQ + QLayout::at(warp * 16 + lane % 16, ks * 16 + (lane / 16) * 8));
@@ -775,18 +784,13 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
     // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
     float s[SN][4];
     if constexpr (use_gmma) {
-      // The warpgroup's first Q row, broadcast from lane 0 so that nvcc sees a warp-uniform
-      // value: the Q descriptors then stay on the uniform datapath. Built from warp / 4 they took
-      // a vector add and a move per wgmma, which waited behind the weights' FMA-pipe work of the
-      // other warps (Nsight Compute: dispatch stalls on softplus's Q K^T wgmmas).
-      const int q_rows_wg = __shfl_sync(0xffffffffu, (warp / 4) * 64, 0);
       gmma::fence();
 #pragma unroll
       for (int ks = 0; ks < KS; ++ks) {
         const std::uint64_t k_desc = gmma::k_major_step<BN>(ptx::smem_addr(k_tile), ks);
         if constexpr (q_in_smem)  // this warpgroup's 64 rows of Q, 128 bytes each
           gmma::mma_ss<T>(reinterpret_cast<float(&)[SN * 4]>(s),
-                          gmma::k_major_step<BM>(ptx::smem_addr(sQ) + q_rows_wg * 128, ks), k_desc, ks > 0);
+                          gmma::k_major_step<BM>(q_wg_smem, ks), k_desc, ks > 0);
         else
           gmma::mma_rs<T, 0>(reinterpret_cast<float(&)[SN * 4]>(s), qf[ks], k_desc, ks > 0);
       }
