@@ -339,6 +339,11 @@ int main(int argc, char** argv) {
     const std::vector<std::int32_t> lens{4096, 3000, 2500, 2000, 1800, 1500, 900, 588};
     bench_ragged("ragged causal 8 sequences, 16384 tokens", buf, lens, H, D);
     bench_ragged("paged16 NHD prefill, causal 8 sequences, 16384 tokens", buf, lens, H, D, 16);
+    // One long prompt among many short ones, not first in the batch: the dense grid of 64 x 64
+    // query tiles per head would be 94% empty.
+    std::vector<std::int32_t> skewed(64, 128);
+    skewed[40] = 8192;
+    bench_ragged("ragged causal skewed: 1 x 8192 + 63 x 128 tokens", buf, skewed, H, D);
     // Decoding, the setting of DESIGN.md's anchor: 8 sequences x 32 heads, a 32k cache, D = 128.
     bench_decode("decode B=8 H=32 KV=32768", make_attention(Softmax{}, Full{}), 8, 32, 32, 32768, 128);
     bench_decode("decode GQA B=8 Hq=32 Hkv=8 KV=32768", make_attention(Softmax{}, Full{}), 8, 32, 8, 32768, 128);

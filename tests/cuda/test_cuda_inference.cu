@@ -187,6 +187,20 @@ TEST_CASE("cuda ragged: prefill and decode batches", "[cuda][ragged]") {
   const Seqs long_prefill{{300, 256, 3}, {1024, 640, 129}};
   check_ragged<bfloat16>(make_attention(Softmax{}, Causal{}), long_prefill, 8, 1, 128, 128);
   check_ragged<bfloat16>(make_attention(Softmax{}, Full{}), long_prefill, 4, 2, 64, 64);
+  // Unequal lengths run from a list of the real query tiles (tile_schedule.cuh), equal ones on
+  // the dense grid: one long sequence among short and empty ones, rows with no keys (a causal
+  // row of a sequence with more queries than keys), 700 sequences (several per thread of the
+  // list's scans), and two of equal length.
+  const Seqs skewed{{1, 700, 2, 0, 129, 40}, {1, 700, 2, 0, 129, 0}};
+  check_ragged<bfloat16>(make_attention(Softmax{}, Causal{}), skewed, 4, 2, 128, 128);
+  check_ragged<bfloat16>(make_attention(Sigmoid{}, SlidingWindow{64, 0}), skewed, 2, 2, 64, 64);
+  Seqs many;
+  for (index_t b = 0; b < 700; ++b) {
+    many.nq.push_back(b == 350 ? 600 : (b * 37) % 41);
+    many.nk.push_back(b == 350 ? 600 : (b * 37) % 41 + b % 3);
+  }
+  check_ragged<bfloat16>(make_attention(Softmax{}, Causal{}), many, 2, 1, 64, 64);
+  check_ragged<bfloat16>(make_attention(Softmax{}, Causal{}), Seqs{{256, 256}, {256, 256}}, 2, 1, 128, 128);
   for (int group : {1, 8}) {
     check_ragged<bfloat16>(make_attention(Softmax{}, Causal{}), decode, 2 * group, 2, 128, 128);
     check_ragged<attnkit::half>(make_attention(Softplus{}, Full{}), decode, 2 * group, 2, 64, 64);
@@ -210,6 +224,10 @@ TEST_CASE("cuda paged: page sizes, pool layouts, prefill and decode", "[cuda][pa
   const Seqs long_prefill{{300, 256}, {1024, 640}};
   for (index_t page : {8, 32, 256}) check_paged<bfloat16>(make_attention(Softmax{}, Causal{}), long_prefill, 4, 2, 128, page, page == 32);
   check_paged<bfloat16>(make_attention(Softmax{}, Full{}), long_prefill, 4, 4, 64, 32, false);
+  // Unequal lengths: the list of real query tiles (tile_schedule.cuh).
+  const Seqs skewed{{1, 600, 3, 130}, {1, 600, 3, 200}};
+  check_paged<bfloat16>(make_attention(Softmax{}, Causal{}), skewed, 4, 2, 128, 16, false);
+  check_paged<bfloat16>(make_attention(Softplus{}, Causal{}), skewed, 2, 2, 64, 8, true);
   check_paged<attnkit::half>(make_attention(Sigmoid{}, Causal{}), prefill, 2, 2, 64, 64, true);
   check_paged<bfloat16>(make_attention(Softplus{}, Full{}), decode, 4, 4, 128, 16, false);
   check_paged<bfloat16>(make_attention(Linear<EluPlusOne>{}, Causal{}), decode, 4, 1, 64, 16, true);

@@ -32,6 +32,7 @@
 #include "patch_tiles.cuh"
 #include "ptx.hpp"
 #include "sequences.cuh"
+#include "tile_schedule.cuh"
 #include "tma.hpp"
 
 namespace attnkit::cuda::detail {
@@ -131,23 +132,8 @@ struct ForwardArgs {
   int cached_tiles; // key tiles whose classes fit the visit list in shared memory (after the tiles)
   patch_tiling_t<typename Variant::mask_type> patches;  // 2-D/3-D neighborhoods: the patch kernel's tiling
   KeyTileMaps tma;  // dense K and V whose tiles the copy engine fetches (sm_90a, row-major tiles)
+  const VarlenTile* tiles;  // varlen: the query tiles to run, in order (null: the dense grid)
 };
-
-// The problem as one sequence of a batch sees it: ragged and paged batches have their own
-// lengths per sequence, queries bottom-right against their keys unless q_offset was given.
-template <class KV, class T>
-__device__ __forceinline__ ProblemInfo sequence_problem(const ProblemInfo& all, const SeqRows<const T>& q, const KV& kv,
-                                                        bool q_offset_given, int b) {
-  ProblemInfo p = all;
-  if constexpr (KV::varlen) {
-    p.Nq = q.length(b, int(all.Nq));
-    p.Nk = kv.length(b);
-    if (!q_offset_given) p.q_offset = p.Nk - p.Nq;
-    p.key_begin = 0;
-    p.key_end = p.Nk;
-  }
-  return p;
-}
 
 // v[n] = op(v[n], v[n + W]) for n < W, then the same on the first half: one level of the
 // tree per instantiation (a loop over the levels was left rolled, v in local memory).
@@ -346,7 +332,17 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
   T* sK = sQ + BM * HD;       // K buffers: tile j in sK + (j % 2) * BN * HD
   T* sV = sK + 2 * BN * HD;   // V buffers: see v_bufs
 
-  const int b = blockIdx.z;
+  // This CTA's sequence, query head and query tile: a varlen launch with a tile list walks it
+  // (tile_schedule.cuh: heads innermost, most keys first), any other the dense grid.
+  int b = int(blockIdx.z), h = int(blockIdx.y), qtile = int(gridDim.x - 1 - blockIdx.x);  // longest (causal) tiles first
+  if constexpr (KV::varlen) {
+    if (a.tiles) {
+      const int heads = int(a.p.Hq), slot = int(blockIdx.x) / heads;
+      const VarlenTile tile = a.tiles[slot];
+      if (tile.b < 0) return;  // past the real tiles
+      b = tile.b, qtile = tile.qtile, h = int(blockIdx.x) - slot * heads;
+    }
+  }
   // Ragged and paged batches: this sequence's lengths and score (dense batches read a.p as is).
   ProblemInfo p_seq = a.p;
   Score score_seq = a.score;
@@ -357,8 +353,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
   const ProblemInfo& p = KV::varlen ? p_seq : a.p;
   const Score& score = KV::varlen ? score_seq : a.score;
   const float scale_unit = p.scale * logit_unit;
-  const int qtile = int(gridDim.x - 1 - blockIdx.x);  // longest (causal) tiles first
-  const int h = blockIdx.y, hk = int(h / p.group());
+  const int hk = int(h / p.group());
   const int i0 = qtile * BM;
   if (KV::varlen && i0 >= p.Nq) return;  // ragged: this sequence is shorter than the longest
   using Patches = decltype(a.patches);

@@ -82,11 +82,13 @@ struct Call {
   bool q_offset_given = false;
   bool vec = false;
   ProblemInfo p;  // ragged / paged: B sequences, the longest Nq and Nk
+  index_t q_rows_total = 0;  // ragged / paged: the query rows of all sequences
   PrepassInputs<T> prepass{};  // dense calls: content-dependent masks read Q and K from here
 };
 
 template <class Tiles, class Variant, class Score, class T, class TO, class KV>
-void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, cudaStream_t stream) {
+void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, index_t q_rows_total, Workspace& workspace,
+                    cudaStream_t stream) {
   using MaskT = typename Variant::mask_type;
   // 2-D and 3-D neighborhoods of a whole grid run on query and key patches (patch_tiles.cuh)
   // where windows are narrow and the patches mostly inside the grid (an outer axis shorter
@@ -147,7 +149,23 @@ void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, cudaStre
   }
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
         "cudaFuncSetAttribute(forward_kernel)");
-  const dim3 grid(unsigned((a.p.Nq + Tiles::BM - 1) / Tiles::BM), unsigned(a.p.Hq), unsigned(a.p.B));
+  dim3 grid(unsigned((a.p.Nq + Tiles::BM - 1) / Tiles::BM), unsigned(a.p.Hq), unsigned(a.p.B));
+  if constexpr (KV::varlen) {
+    // Sequences of unequal lengths: the real query tiles, listed by a one-CTA pre-pass
+    // (tile_schedule.cuh), when the dense grid would be more than a fifth empty slots.
+    const index_t dense = a.p.B * index_t(grid.x);
+    const index_t slots = varlen_tile_slots(a.p.B, a.p.Nq, q_rows_total, Tiles::BM);
+    if (dense * 4 > slots * 5 && slots * a.p.Hq < (index_t(1) << 31)) {
+      ScheduleArgs<typename Variant::mask_type, T, KV> sa{a.q, a.kv, a.p, a.q_offset_given, a.attn.mask, nullptr, nullptr,
+                                                          int(slots)};
+      sa.first = workspace.alloc<std::int32_t>(std::size_t(a.p.B + 1));
+      sa.tiles = workspace.alloc<VarlenTile>(std::size_t(slots));
+      schedule_varlen_tiles<Tiles::BM><<<1, schedule_threads, 0, stream>>>(sa);
+      check(cudaGetLastError(), "schedule_varlen_tiles launch");
+      a.tiles = sa.tiles;
+      grid = dim3(unsigned(slots * a.p.Hq), 1, 1);
+    }
+  }
   kernel<<<grid, Tiles::threads, smem, stream>>>(a);
   check(cudaGetLastError(), "forward_kernel launch");
 }
@@ -245,8 +263,8 @@ void dispatch(const Variant& attn, const Call<T, TO, KV>& c, cudaStream_t stream
   args.vec = c.vec;
   Workspace workspace(stream);  // freed stream-ordered after the launch
   if constexpr (!KV::varlen) args.bind = DeviceBinder<MaskT>::prepare(attn.mask, c.prepass, workspace, stream);
-  if (std::max(p.D, p.Dv) <= 64) launch_forward<ForwardTiles<64, 4, 128>>(args, stream);  // measured at D=64: 4 warps x 3 CTAs 1.18x 4 x 2 (8 ping-pong warps x 1: 0.945 of 4 x 2); 128-key tiles 1.03x 64-key ones with TMA
-  else launch_forward<ForwardTiles<128, 8, 128>>(args, stream);  // 8 warps x 1 CTA best at D=128
+  if (std::max(p.D, p.Dv) <= 64) launch_forward<ForwardTiles<64, 4, 128>>(args, c.q_rows_total, workspace, stream);  // measured at D=64: 4 warps x 3 CTAs 1.18x 4 x 2 (8 ping-pong warps x 1: 0.945 of 4 x 2); 128-key tiles 1.03x 64-key ones with TMA
+  else launch_forward<ForwardTiles<128, 8, 128>>(args, c.q_rows_total, workspace, stream);  // 8 warps x 1 CTA best at D=128
 }
 
 // Checks shared by every entry point; returns the resolved score's name check for lse.
@@ -388,6 +406,7 @@ void run_ragged(const Variant& attn, TensorView<TQ> q, TensorView<TK> k, TensorV
   c.lse = detail::seq_rows(opt.lse, q_rows.offsets);
   c.q_offset_given = opt.q_offset.has_value();
   c.p = p;
+  c.q_rows_total = cq.shape[2];
   c.vec = detail::rows_16byte_aligned(cq) && detail::rows_16byte_aligned(ck) && detail::rows_16byte_aligned(cv);
   detail::dispatch(attn, c, stream);
 }
@@ -444,6 +463,7 @@ void run_paged(const Variant& attn, TensorView<TQ> q, const RaggedRows& q_rows, 
   c.lse = detail::seq_rows(opt.lse, q_rows.offsets);
   c.q_offset_given = opt.q_offset.has_value();
   c.p = p;
+  c.q_rows_total = cq.shape[2];
   c.vec = detail::rows_16byte_aligned(cq) && detail::rows_16byte_aligned(ckv.k, kv.dim) &&
           detail::rows_16byte_aligned(ckv.v, kv.dim_v);
   detail::dispatch(attn, c, stream);

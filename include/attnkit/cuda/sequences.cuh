@@ -7,6 +7,7 @@
 
 #include "../core/fast_divisor.hpp"
 #include "../core/paged.hpp"
+#include "../core/problem.hpp"
 #include "../core/tensor.hpp"
 #include "ptx.hpp"
 
@@ -96,6 +97,22 @@ struct PagedSource {
   __device__ __forceinline__ const T* any() const { return kv.k.data; }
   __device__ __forceinline__ const T* any_v() const { return kv.v.data; }
 };
+
+// The problem as one sequence of a batch sees it: ragged and paged batches have their own
+// lengths per sequence, queries bottom-right against their keys unless q_offset was given.
+template <class KV, class T>
+__device__ __forceinline__ ProblemInfo sequence_problem(const ProblemInfo& all, const SeqRows<const T>& q, const KV& kv,
+                                                        bool q_offset_given, int b) {
+  ProblemInfo p = all;
+  if constexpr (KV::varlen) {
+    p.Nq = q.length(b, int(all.Nq));
+    p.Nk = kv.length(b);
+    if (!q_offset_given) p.q_offset = p.Nk - p.Nq;
+    p.key_begin = 0;
+    p.key_end = p.Nk;
+  }
+  return p;
+}
 
 template <class KV>
 inline constexpr bool is_paged_source = false;
