@@ -332,15 +332,16 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
   T* sK = sQ + BM * HD;       // K buffers: tile j in sK + (j % 2) * BN * HD
   T* sV = sK + 2 * BN * HD;   // V buffers: see v_bufs
 
-  // This CTA's sequence, query head and query tile: a varlen launch with a tile list walks it
-  // (tile_schedule.cuh: heads innermost, most keys first), any other the dense grid.
-  int b = int(blockIdx.z), h = int(blockIdx.y), qtile = int(gridDim.x - 1 - blockIdx.x);  // longest (causal) tiles first
+  // This CTA's sequence, query head and query tile, the longest (causal) tiles first: from the
+  // dense grid, or for varlen launches with a tile list from its entry blockIdx.x / Hq
+  // (tile_schedule.cuh: the sequence's CTAs are heads x tiles, one head after another).
+  int b = int(blockIdx.z), h = int(blockIdx.y), qtile = int(gridDim.x - 1 - blockIdx.x);
   if constexpr (KV::varlen) {
     if (a.tiles) {
-      const int heads = int(a.p.Hq), slot = int(blockIdx.x) / heads;
-      const VarlenTile tile = a.tiles[slot];
+      const VarlenTile tile = a.tiles[blockIdx.x / unsigned(a.p.Hq)];
       if (tile.b < 0) return;  // past the real tiles
-      b = tile.b, qtile = tile.qtile, h = int(blockIdx.x) - slot * heads;
+      const int r = int(blockIdx.x) - tile.first * int(a.p.Hq);  // in [0, Hq x count)
+      b = tile.b, h = r / tile.count, qtile = tile.count - 1 - (r - h * tile.count);
     }
   }
   // Ragged and paged batches: this sequence's lengths and score (dense batches read a.p as is).

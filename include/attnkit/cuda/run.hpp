@@ -152,13 +152,12 @@ void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, index_t 
   dim3 grid(unsigned((a.p.Nq + Tiles::BM - 1) / Tiles::BM), unsigned(a.p.Hq), unsigned(a.p.B));
   if constexpr (KV::varlen) {
     // Sequences of unequal lengths: the real query tiles, listed by a one-CTA pre-pass
-    // (tile_schedule.cuh), when the dense grid would be more than a fifth empty slots.
+    // (tile_schedule.cuh) with the longest sequences first, when the dense grid would be more
+    // than a fifth empty slots.
     const index_t dense = a.p.B * index_t(grid.x);
     const index_t slots = varlen_tile_slots(a.p.B, a.p.Nq, q_rows_total, Tiles::BM);
     if (dense * 4 > slots * 5 && slots * a.p.Hq < (index_t(1) << 31)) {
-      ScheduleArgs<typename Variant::mask_type, T, KV> sa{a.q, a.kv, a.p, a.q_offset_given, a.attn.mask, nullptr, nullptr,
-                                                          int(slots)};
-      sa.first = workspace.alloc<std::int32_t>(std::size_t(a.p.B + 1));
+      ScheduleArgs<typename Variant::mask_type, T, KV> sa{a.q, a.kv, a.p, a.q_offset_given, a.attn.mask, nullptr, int(slots)};
       sa.tiles = workspace.alloc<VarlenTile>(std::size_t(slots));
       schedule_varlen_tiles<Tiles::BM><<<1, schedule_threads, 0, stream>>>(sa);
       check(cudaGetLastError(), "schedule_varlen_tiles launch");
