@@ -189,8 +189,8 @@ TEST_CASE("cuda ragged: prefill and decode batches", "[cuda][ragged]") {
   check_ragged<bfloat16>(make_attention(Softmax{}, Full{}), long_prefill, 4, 2, 64, 64);
   // Unequal lengths run from a list of the real query tiles (tile_schedule.cuh), equal ones on
   // the dense grid: one long sequence among short and empty ones, rows with no keys (a causal
-  // row of a sequence with more queries than keys), 700 sequences (several per thread of the
-  // list's scans), and two of equal length.
+  // row of a sequence with more queries than keys), 700 sequences (more than the pre-pass has
+  // threads), and two of equal length.
   const Seqs skewed{{1, 700, 2, 0, 129, 40}, {1, 700, 2, 0, 129, 0}};
   check_ragged<bfloat16>(make_attention(Softmax{}, Causal{}), skewed, 4, 2, 128, 128);
   check_ragged<bfloat16>(make_attention(Sigmoid{}, SlidingWindow{64, 0}), skewed, 2, 2, 64, 64);

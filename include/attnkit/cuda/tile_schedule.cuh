@@ -2,7 +2,7 @@
 // The order in which a ragged or paged prefill runs its query tiles. The host knows the batch
 // size, the longest sequence and the total row count, but not each sequence's length (device
 // arrays it does not read), so a grid of B x (longest / BM) query tiles leaves most CTAs with
-// nothing to do when lengths differ (8 sequences of 588..4096 rows: 2112 real tiles of 4096
+// nothing to do when lengths differ (8 sequences of 588..4096 rows: 132 real tiles of 256
 // per head; one long sequence among short ones: almost all empty), and each empty CTA still
 // holds its SM while it reads the offsets. A one-CTA pre-pass lists the real tiles instead,
 // sequence by sequence, the sequences whose tiles visit the most keys first
