@@ -388,13 +388,19 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
   constexpr bool sigmoid_fold = std::is_same_v<Score, Sigmoid> && !Variant::has_mods && !LogitMask<MaskT>;
   constexpr bool softplus_fold = std::is_same_v<Score, Softplus> && !Variant::has_mods && !LogitMask<MaskT>;
   constexpr bool raw_fold = sigmoid_fold || softplus_fold;
+  // bfloat16 Q takes each row's softplus constant into the row itself, so that S comes out as
+  // y and a weight is one multiply shorter (a seventh of the weights' issue slots). bfloat16
+  // holds Q * c over float's range; the product is rounded to it once, as P is. (fp16 would
+  // overflow at 65504: it keeps the multiply.)
+  constexpr bool softplus_q_scaled = softplus_fold && std::is_same_v<T, bfloat16>;
   [[maybe_unused]] float sig_c1 = 0.f, sig_c0 = 0.f;
   if constexpr (sigmoid_fold) {
     sig_c1 = -p.scale * 1.4426950408889634f;
     sig_c0 = -score.bias * 1.4426950408889634f;
   }
-  // The raw value of a rejected pair: the infinity that the folded scale sends to weight 0.
-  [[maybe_unused]] const float raw_reject = p.scale < 0.f ? -neg_inf : neg_inf;
+  // The raw value of a rejected pair: the infinity that the folded scale sends to weight 0
+  // (a Q-scaled softplus takes y itself: -inf).
+  [[maybe_unused]] const float raw_reject = p.scale < 0.f && !softplus_q_scaled ? -neg_inf : neg_inf;
   const float scale_pos = flip_q ? -scale_unit : scale_unit;
 
   const auto q_row = a.q.rows(b, h);
@@ -719,6 +725,28 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
 
   [[maybe_unused]] float sp_c[2] = {0.f, 0.f};  // softplus_fold: lambda_i * scale * log2 e
   if constexpr (softplus_fold) sp_c[0] = lambda[0] * p.scale * 1.4426950408889634f, sp_c[1] = lambda[1] * p.scale * 1.4426950408889634f;
+  if constexpr (softplus_q_scaled) {  // Q *= the row's constant (see softplus_q_scaled)
+    if constexpr (q_in_smem) {  // the quad of row r scales it, a quarter each
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = warp * 16 + g + 8 * r;
+#pragma unroll 8
+        for (int col = t * (HD / 4); col < (t + 1) * (HD / 4); ++col) {
+          T& x = sQ[QLayout::at(row, col)];
+          x = ptx::from_f32<T>(ptx::to_f32(x) * sp_c[r]);
+        }
+      }
+      publish();
+    } else {  // A fragments: registers 0 and 2 hold row g, 1 and 3 row g + 8
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float2 x = ptx::unpack2<T>(qf[ks][e]);
+          qf[ks][e] = ptx::pack2<T>(x.x * sp_c[e & 1], x.y * sp_c[e & 1]);
+        }
+    }
+  }
 
   float o[ON][4];
 #pragma unroll
@@ -1001,7 +1029,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
         float& w = s[n][e];
         if constexpr (base2) w = ptx::exp2_ftz(fmaf(w, w_scale, -m_use[r]));  // -inf: 0
         else if constexpr (sigmoid_fold) w = ptx::rcp_sat(1.f + ptx::exp2_ftz(fmaf(w, sig_c1, sig_c0)));
-        else if constexpr (softplus_fold) w = softplus_log2_units(w * sp_c[r]);
+        else if constexpr (softplus_fold) w = softplus_log2_units(softplus_q_scaled ? w : w * sp_c[r]);
         else w = w == neg_inf ? 0.f : score.weight(w, m_use[r], lambda[r]);
       }
     }
