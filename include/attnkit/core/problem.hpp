@@ -62,19 +62,20 @@ inline std::string shape_str(const std::array<index_t, 4>& s) {
 template <class T>
 void check_view(const TensorView<T>& t, const char* name) {
   for (int d = 0; d < 4; ++d)
-    require(t.shape[d] >= 0, name, "negative extent in shape " + shape_str(t.shape));
+    require(t.shape[d] >= 0, name, [&] { return "negative extent in shape " + shape_str(t.shape); });
   for (int d = 0; d < 3; ++d)
-    require(t.stride[d] >= 0, name, "negative stride (" + std::to_string(t.stride[d]) + ") on axis " +
-                                        std::to_string(d));
+    require(t.stride[d] >= 0, name,
+            [&] { return "negative stride (" + std::to_string(t.stride[d]) + ") on axis " + std::to_string(d); });
   if (t.elements() == 0) return;
-  require(t.data != nullptr, name, "null data pointer for a non-empty tensor " + shape_str(t.shape));
+  require(t.data != nullptr, name, [&] { return "null data pointer for a non-empty tensor " + shape_str(t.shape); });
   require(reinterpret_cast<std::uintptr_t>(t.data) % alignof(T) == 0, name,
           "data pointer is not aligned to its element type");
   // Rows must not overlap: the sequence stride covers a row, heads and batches do not collide
   // unless the caller broadcast on purpose with stride 0 (allowed for inputs only).
-  require(t.shape[2] <= 1 || t.stride[2] == 0 || t.stride[2] >= t.shape[3], name,
-          "sequence stride " + std::to_string(t.stride[2]) + " is smaller than the feature dim " +
-              std::to_string(t.shape[3]));
+  require(t.shape[2] <= 1 || t.stride[2] == 0 || t.stride[2] >= t.shape[3], name, [&] {
+    return "sequence stride " + std::to_string(t.stride[2]) + " is smaller than the feature dim " +
+           std::to_string(t.shape[3]);
+  });
 }
 
 // True if no two elements of the view share memory: sorted by stride, each axis must step
@@ -114,29 +115,36 @@ ProblemInfo make_problem(const TensorView<const TQ>& q, const TensorView<const T
   p.Hkv = k.shape[1];
   p.Nk = k.shape[2];
   p.Dv = v.shape[3];
-  require(k.shape[0] == p.B, "k.shape", "batch " + std::to_string(k.shape[0]) + " != q batch " + std::to_string(p.B));
-  require(k.shape[3] == p.D, "k.shape", "head dim " + std::to_string(k.shape[3]) + " != q head dim " + std::to_string(p.D));
-  require(v.shape[0] == p.B && v.shape[1] == p.Hkv && v.shape[2] == p.Nk, "v.shape",
-          shape_str(v.shape) + " does not match k " + shape_str(k.shape) + " in batch, heads, sequence");
-  require(o.shape[0] == p.B && o.shape[1] == p.Hq && o.shape[2] == p.Nq && o.shape[3] == p.Dv, "o.shape",
-          shape_str(o.shape) + " must be [B, Hq, Nq, Dv] = " + shape_str({p.B, p.Hq, p.Nq, p.Dv}));
+  require(k.shape[0] == p.B, "k.shape",
+          [&] { return "batch " + std::to_string(k.shape[0]) + " != q batch " + std::to_string(p.B); });
+  require(k.shape[3] == p.D, "k.shape",
+          [&] { return "head dim " + std::to_string(k.shape[3]) + " != q head dim " + std::to_string(p.D); });
+  require(v.shape[0] == p.B && v.shape[1] == p.Hkv && v.shape[2] == p.Nk, "v.shape", [&] {
+    return shape_str(v.shape) + " does not match k " + shape_str(k.shape) + " in batch, heads, sequence";
+  });
+  require(o.shape[0] == p.B && o.shape[1] == p.Hq && o.shape[2] == p.Nq && o.shape[3] == p.Dv, "o.shape", [&] {
+    return shape_str(o.shape) + " must be [B, Hq, Nq, Dv] = " + shape_str({p.B, p.Hq, p.Nq, p.Dv});
+  });
   require(p.D > 0 && p.Dv > 0, "q.shape", "head dims D and Dv must be positive");
   require(p.Hkv > 0 || p.Hq == 0, "k.shape", "no key/value heads");
-  require(p.Hkv == 0 || p.Hq % p.Hkv == 0, "k.shape",
-          "query heads (" + std::to_string(p.Hq) + ") must be a multiple of key/value heads (" +
-              std::to_string(p.Hkv) + ")");
-  require(detail::rows_disjoint(o), "o.stride",
-          "output rows overlap (strides " + std::to_string(o.stride[0]) + "," + std::to_string(o.stride[1]) + "," +
-              std::to_string(o.stride[2]) + " for shape " + shape_str(o.shape) + ")");
+  require(p.Hkv == 0 || p.Hq % p.Hkv == 0, "k.shape", [&] {
+    return "query heads (" + std::to_string(p.Hq) + ") must be a multiple of key/value heads (" +
+           std::to_string(p.Hkv) + ")";
+  });
+  require(detail::rows_disjoint(o), "o.stride", [&] {
+    return "output rows overlap (strides " + std::to_string(o.stride[0]) + "," + std::to_string(o.stride[1]) + "," +
+           std::to_string(o.stride[2]) + " for shape " + shape_str(o.shape) + ")";
+  });
   require(std::abs(opt.q_offset.value_or(0)) <= (index_t(1) << 40), "q_offset", "out of range");
   p.q_offset = opt.q_offset.value_or(p.Nk - p.Nq);
   p.scale = opt.scale.value_or(p.D > 0 ? 1.f / std::sqrt(float(p.D)) : 1.f);
   require(std::isfinite(p.scale), "scale", "must be finite");
   p.key_begin = opt.keys.begin;
   p.key_end = opt.keys.end < 0 ? p.Nk : opt.keys.end;
-  require(p.key_begin >= 0 && p.key_begin <= p.key_end && p.key_end <= p.Nk, "keys",
-          "key range [" + std::to_string(p.key_begin) + ", " + std::to_string(p.key_end) +
-              ") is not inside [0, Nk=" + std::to_string(p.Nk) + ")");
+  require(p.key_begin >= 0 && p.key_begin <= p.key_end && p.key_end <= p.Nk, "keys", [&] {
+    return "key range [" + std::to_string(p.key_begin) + ", " + std::to_string(p.key_end) +
+           ") is not inside [0, Nk=" + std::to_string(p.Nk) + ")";
+  });
   if (opt.lse) {
     require(opt.lse.shape[0] == p.B && opt.lse.shape[1] == p.Hq && opt.lse.shape[2] == p.Nq, "lse",
             "shape must be [B, Hq, Nq]");

@@ -76,7 +76,9 @@ class DecodePlan {
   };
 
   DecodePlan(const Variant& attn, std::vector<Seq> seqs, const Options& opt) : attn_(attn) {
-    if (opt.lse) require(score_has_lse<Score>(), "lse", std::string("score function '") + Score::name + "' has no log-sum-exp");
+    if (opt.lse)
+      require(score_has_lse<Score>(), "lse",
+              [&] { return std::string("score function '") + Score::name + "' has no log-sum-exp"; });
     index_t total = 0;  // key rows to read, summed over (sequence, kv head)
     for (Seq& in : seqs) {
       Options o = opt;

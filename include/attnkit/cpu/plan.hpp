@@ -71,7 +71,9 @@ class Plan {
     p_ = make_problem(q, k, v, o, opt);
     attn.validate(p_);
     score_ = attn.score.resolve(p_);
-    if (opt.lse) require(score_has_lse<Score>(), "lse", std::string("score function '") + Score::name + "' has no log-sum-exp");
+    if (opt.lse)
+      require(score_has_lse<Score>(), "lse",
+              [&] { return std::string("score function '") + Score::name + "' has no log-sum-exp"; });
     if (partial) {
       require(partial->o.shape == o.shape, "partial.o", "must have the output's shape");
       require(partial->m.data && partial->l.data, "partial", "m and l views are required");

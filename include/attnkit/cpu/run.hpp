@@ -108,7 +108,7 @@ TileCounters run_ragged(const Variant& attn, TensorView<TQ> q, TensorView<TK> k,
   check_ragged(q_rows, p.Nq, "q_rows");
   check_ragged(k_rows, p.Nk, "k_rows");
   require(k_rows.batch == q_rows.batch, "k_rows.batch",
-          std::to_string(k_rows.batch) + " sequences, q_rows has " + std::to_string(q_rows.batch));
+          [&] { return std::to_string(k_rows.batch) + " sequences, q_rows has " + std::to_string(q_rows.batch); });
   using P = BatchPlan<Variant, std::remove_const_t<TQ>, std::remove_const_t<TK>, std::remove_const_t<TV>, TO>;
   std::vector<typename P::Seq> seqs;
   for (index_t b = 0; b < q_rows.batch; ++b) {
@@ -134,8 +134,9 @@ TileCounters run_paged(const Variant& attn, TensorView<TQ> q, const RaggedRows& 
   attnkit::detail::check_view(o, "o");
   const index_t Hq = q.shape[1], total = q.shape[2];
   require(q.shape[0] == 1, "q.shape", "a ragged batch is packed along the sequence axis of a batch-1 view");
-  require(o.shape == std::array<index_t, 4>{1, Hq, total, kv.dim_v}, "o.shape",
-          shape_str(o.shape) + " must be [1, Hq, total_q, kv.dim_v] = " + shape_str({1, Hq, total, kv.dim_v}));
+  require(o.shape == std::array<index_t, 4>{1, Hq, total, kv.dim_v}, "o.shape", [&] {
+    return shape_str(o.shape) + " must be [1, Hq, total_q, kv.dim_v] = " + shape_str({1, Hq, total, kv.dim_v});
+  });
   require(attnkit::detail::rows_disjoint(o), "o.stride", "output rows overlap");
   require(!opt.lse || (opt.lse.shape[0] == 1 && opt.lse.shape[1] == Hq && opt.lse.shape[2] == total), "lse",
           "shape must be [1, Hq, total_q]");

@@ -82,7 +82,8 @@ void finalize_state(const Score& score, const PartialState& state, TensorView<TO
                 "attnkit::cuda::finalize_state: the output must be float, half or bfloat16");
   attnkit::detail::check_state(state, "state", o.shape);
   if (lse) {
-    require(score_has_lse<Score>(), "lse", std::string("score function '") + Score::name + "' has no log-sum-exp");
+    require(score_has_lse<Score>(), "lse",
+            [&] { return std::string("score function '") + Score::name + "' has no log-sum-exp"; });
     require(lse.shape[0] == o.shape[0] && lse.shape[1] == o.shape[1] && lse.shape[2] == o.shape[2], "lse",
             "shape must be [B, H, N]");
   }

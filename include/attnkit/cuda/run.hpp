@@ -271,9 +271,13 @@ template <class Variant>
 void check_call(const Variant& attn, const ProblemInfo& p, const Options& opt) {
   using Score = typename Variant::score_type;
   attn.validate(p);
-  if (opt.lse) require(score_has_lse<Score>(), "lse", std::string("score function '") + Score::name + "' has no log-sum-exp");
-  require(p.D <= max_head_dim, "q.shape", "the CUDA backend supports head dims up to 128 (D = " + std::to_string(p.D) + ")");
-  require(p.Dv <= max_head_dim, "v.shape", "the CUDA backend supports value dims up to 128 (Dv = " + std::to_string(p.Dv) + ")");
+  if (opt.lse)
+    require(score_has_lse<Score>(), "lse",
+            [&] { return std::string("score function '") + Score::name + "' has no log-sum-exp"; });
+  require(p.D <= max_head_dim, "q.shape",
+          [&] { return "the CUDA backend supports head dims up to 128 (D = " + std::to_string(p.D) + ")"; });
+  require(p.Dv <= max_head_dim, "v.shape",
+          [&] { return "the CUDA backend supports value dims up to 128 (Dv = " + std::to_string(p.Dv) + ")"; });
   require(p.Nq < (index_t(1) << 31) && p.Nk < (index_t(1) << 31), "q.shape", "sequence lengths must be below 2^31");
   require(p.B <= 65535 && p.Hq <= 65535, "q.shape", "batch and head counts must be at most 65535");
 }
@@ -288,8 +292,9 @@ void check_varlen_mask() {
 inline void check_rows(const RaggedRows& r, const char* name, index_t total) {
   require(r.batch >= 0 && r.batch <= 65535, name, "batch must be in [0, 65535]");
   require(r.batch == 0 || r.offsets != nullptr, name, "offsets are required");
-  require(r.max_rows >= 0 && r.max_rows <= total, name,
-          "max_rows (" + std::to_string(r.max_rows) + ") must be in [0, total rows = " + std::to_string(total) + "]");
+  require(r.max_rows >= 0 && r.max_rows <= total, name, [&] {
+    return "max_rows (" + std::to_string(r.max_rows) + ") must be in [0, total rows = " + std::to_string(total) + "]";
+  });
   require_device_memory(r.offsets, name);
 }
 

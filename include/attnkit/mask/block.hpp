@@ -32,9 +32,10 @@ inline void validate_block_grid(index_t q_blocks, index_t k_blocks, index_t bloc
   require(p.q_offset >= 0, "mask", "block layouts need q_offset >= 0 (query positions index block rows)");
   const index_t want_q = (p.q_offset + p.Nq + block_q - 1) / block_q;
   const index_t want_k = (p.Nk + block_k - 1) / block_k;
-  require(q_blocks == want_q && k_blocks == want_k, "mask.layout",
-          "layout is " + std::to_string(q_blocks) + "x" + std::to_string(k_blocks) + " blocks, problem needs " +
-              std::to_string(want_q) + "x" + std::to_string(want_k) + " (ceil((q_offset+Nq)/block_q) x ceil(Nk/block_k))");
+  require(q_blocks == want_q && k_blocks == want_k, "mask.layout", [&] {
+    return "layout is " + std::to_string(q_blocks) + "x" + std::to_string(k_blocks) + " blocks, problem needs " +
+           std::to_string(want_q) + "x" + std::to_string(want_k) + " (ceil((q_offset+Nq)/block_q) x ceil(Nk/block_k))";
+  });
 }
 }  // namespace detail
 
@@ -75,8 +76,9 @@ struct BlockMaskBSR {
       require(row_ptr[qb + 1] >= row_ptr[qb], "mask.row_ptr", "must be non-decreasing");
       for (int e = row_ptr[qb]; e < row_ptr[qb + 1]; ++e) {
         require(col_idx != nullptr, "mask.col_idx", "null");
-        require(col_idx[e] >= 0 && col_idx[e] < k_blocks, "mask.col_idx",
-                "entry " + std::to_string(e) + " = " + std::to_string(col_idx[e]) + " outside [0, k_blocks)");
+        require(col_idx[e] >= 0 && col_idx[e] < k_blocks, "mask.col_idx", [&] {
+          return "entry " + std::to_string(e) + " = " + std::to_string(col_idx[e]) + " outside [0, k_blocks)";
+        });
         require(e == row_ptr[qb] || col_idx[e] > col_idx[e - 1], "mask.col_idx",
                 "each row's block indices must be strictly increasing");
       }

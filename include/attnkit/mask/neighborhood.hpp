@@ -31,15 +31,17 @@ struct Neighborhood {
     index_t n = 1;
     for (int a = 0; a < Rank; ++a) {
       const std::string ax = " (axis " + std::to_string(a) + ")";
-      require(grid[a] > 0, "mask.grid", "extents must be positive" + ax);
-      require(dilation[a] >= 1, "mask.dilation", "must be >= 1" + ax);
-      require(kernel[a] >= 1, "mask.kernel", "must be >= 1" + ax);
-      require(kernel[a] * dilation[a] <= grid[a], "mask.kernel",
-              "kernel " + std::to_string(kernel[a]) + " x dilation " + std::to_string(dilation[a]) +
-                  " is larger than the grid extent " + std::to_string(grid[a]) + ax);
+      require(grid[a] > 0, "mask.grid", [&] { return "extents must be positive" + ax; });
+      require(dilation[a] >= 1, "mask.dilation", [&] { return "must be >= 1" + ax; });
+      require(kernel[a] >= 1, "mask.kernel", [&] { return "must be >= 1" + ax; });
+      require(kernel[a] * dilation[a] <= grid[a], "mask.kernel", [&] {
+        return "kernel " + std::to_string(kernel[a]) + " x dilation " + std::to_string(dilation[a]) +
+               " is larger than the grid extent " + std::to_string(grid[a]) + ax;
+      });
       n *= grid[a];
     }
-    require(n == p.Nk, "mask.grid", "grid has " + std::to_string(n) + " tokens but Nk = " + std::to_string(p.Nk));
+    require(n == p.Nk, "mask.grid",
+            [&] { return "grid has " + std::to_string(n) + " tokens but Nk = " + std::to_string(p.Nk); });
     require(p.q_offset >= 0 && p.q_offset + p.Nq <= p.Nk, "q_offset",
             "neighborhood queries must lie on the key grid: need 0 <= q_offset and q_offset + Nq <= Nk");
   }

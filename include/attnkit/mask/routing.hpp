@@ -70,7 +70,7 @@ struct ClusterRouting {
 
   void validate(const ProblemInfo&) const {
     require(n_clusters >= 1 && n_clusters <= max_clusters, "mask.n_clusters",
-            "must be in [1, 64] (got " + std::to_string(n_clusters) + ")");
+            [&] { return "must be in [1, 64] (got " + std::to_string(n_clusters) + ")"; });
     require(centroids != nullptr, "mask.centroids", "null");
   }
 };

@@ -35,7 +35,7 @@ struct TopK {
   Base base{};
 
   void validate(const ProblemInfo& p) const {
-    require(k > 0, "mask.k", "top-k needs k > 0 (got " + std::to_string(k) + ")");
+    require(k > 0, "mask.k", [&] { return "top-k needs k > 0 (got " + std::to_string(k) + ")"; });
     mask_validate(base, p);
   }
 };
@@ -75,7 +75,7 @@ struct TopKBlocks {
   Base base{};
 
   void validate(const ProblemInfo& p) const {
-    require(k > 0, "mask.k", "top-k needs k > 0 (got " + std::to_string(k) + ")");
+    require(k > 0, "mask.k", [&] { return "top-k needs k > 0 (got " + std::to_string(k) + ")"; });
     require(block_q > 0 && block_k > 0, "mask.block", "block sizes must be positive");
     require(p.q_offset >= 0, "q_offset", "block top-k needs q_offset >= 0");
     mask_validate(base, p);
