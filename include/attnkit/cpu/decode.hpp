@@ -67,7 +67,7 @@ class DecodePlan {
   using Seq = SeqView<TQ, TK, TV, TO>;
 
   struct Worker {
-    std::vector<float> q, s, p, acc, m, l, lambda;
+    line_vector<float> q, s, p, acc, m, l, lambda;
     std::vector<HeadRows<TK>> krows;  // where the K / V rows of each kv head of the item live
     std::vector<HeadRows<TV>> vrows;
     std::vector<const TK*> kp;  // K / V rows of the current chunk, per kv head of the item

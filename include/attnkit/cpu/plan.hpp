@@ -49,17 +49,17 @@ class Plan {
  public:
   // Scratch memory of one thread; keep one per thread across execute() calls.
   struct Worker {
-    std::vector<float> qt, qrow, st, valid, acc, m, l, lambda, alpha;
+    line_vector<float> qt, qrow, st, valid, acc, m, l, lambda, alpha;
     std::vector<index_t> qi;            // query indices of the current tile
-    std::vector<float> kcache, vcache;  // linear attention: phi(K) and V of one kv head
-    std::vector<float> ktile, vtile;    // converted key / value tile
+    line_vector<float> kcache, vcache;  // linear attention: phi(K) and V of one kv head
+    line_vector<float> ktile, vtile;    // converted key / value tile
     // Head (b, kv head) held in kcache / vcache; valid within one execute() call only: the
     // next call may belong to another plan (other tensors, another Nk) or see new data.
     index_t cached_b = -1, cached_h = -1;
     std::vector<float> cand_s;          // top-k candidates [tile_q, Nk]
     std::vector<index_t> cand_j, cand_n;
     std::vector<RowThreshold> thresholds;
-    std::vector<float> kbuf, vbuf, qwin, kcoord;  // gathered keys of neighborhood patches
+    line_vector<float> kbuf, vbuf, qwin, kcoord;  // gathered keys of neighborhood patches
     std::vector<index_t> kidx;
     typename Bind::Store store;
     TileCounters counters;
