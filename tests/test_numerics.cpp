@@ -95,3 +95,14 @@ TEST_CASE("FastDivisor divides exactly like integer division over the whole int 
   REQUIRE_THROWS_WITH(FastDivisor(0), Catch::Contains("divisor"));
   REQUIRE_THROWS_WITH(FastDivisor(std::int64_t(1) << 31), Catch::Contains("divisor"));
 }
+
+TEST_CASE("the kernels' scratch rows start on cache lines, whatever their size and growth", "[numerics]") {
+  for (std::size_t n : {1u, 3u, 17u, 1000u, 70000u}) {
+    cpu::line_vector<float> rows(n, 1.f);
+    REQUIRE(reinterpret_cast<std::uintptr_t>(rows.data()) % 64 == 0);
+    rows.resize(3 * n + 5, 2.f);  // reallocates: the new block too
+    REQUIRE(reinterpret_cast<std::uintptr_t>(rows.data()) % 64 == 0);
+    REQUIRE(rows.front() == 1.f);
+    REQUIRE(rows.back() == 2.f);
+  }
+}
