@@ -30,13 +30,13 @@ struct Neighborhood {
   void validate(const ProblemInfo& p) const {
     index_t n = 1;
     for (int a = 0; a < Rank; ++a) {
-      const std::string ax = " (axis " + std::to_string(a) + ")";
-      require(grid[a] > 0, "mask.grid", [&] { return "extents must be positive" + ax; });
-      require(dilation[a] >= 1, "mask.dilation", [&] { return "must be >= 1" + ax; });
-      require(kernel[a] >= 1, "mask.kernel", [&] { return "must be >= 1" + ax; });
+      const auto ax = [a] { return " (axis " + std::to_string(a) + ")"; };  // built on failure only
+      require(grid[a] > 0, "mask.grid", [&] { return "extents must be positive" + ax(); });
+      require(dilation[a] >= 1, "mask.dilation", [&] { return "must be >= 1" + ax(); });
+      require(kernel[a] >= 1, "mask.kernel", [&] { return "must be >= 1" + ax(); });
       require(kernel[a] * dilation[a] <= grid[a], "mask.kernel", [&] {
         return "kernel " + std::to_string(kernel[a]) + " x dilation " + std::to_string(dilation[a]) +
-               " is larger than the grid extent " + std::to_string(grid[a]) + ax;
+               " is larger than the grid extent " + std::to_string(grid[a]) + ax();
       });
       n *= grid[a];
     }
