@@ -489,10 +489,8 @@ void launch_linear_chunked(LinearArgs<Score, T, TO> la, cudaStream_t stream) {
   const ProblemInfo& p = la.p;
   const auto state_kernel = linear_state_kernel<L, Score, T, TO>;
   const auto chunked_kernel = linear_chunked_kernel<L, Score, T, TO>;
-  check(cudaFuncSetAttribute(state_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::state_smem_bytes),
-        "cudaFuncSetAttribute(linear_state_kernel)");
-  check(cudaFuncSetAttribute(chunked_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::smem_bytes),
-        "cudaFuncSetAttribute(linear_chunked_kernel)");
+  ensure_dynamic_smem<linear_state_kernel<L, Score, T, TO>>(L::state_smem_bytes, "cudaFuncSetAttribute(linear_state_kernel)");
+  ensure_dynamic_smem<linear_chunked_kernel<L, Score, T, TO>>(L::smem_bytes, "cudaFuncSetAttribute(linear_chunked_kernel)");
   const std::int64_t chunks = (p.Nk + L::C - 1) / L::C, q_tiles = (p.Nq + L::C - 1) / L::C;
   la.slices = int((p.Dv + L::DVS - 1) / L::DVS);
   const std::int64_t out_units = la.slices * p.Hq * p.B, state_units = la.slices * p.Hkv * p.B;

@@ -25,6 +25,25 @@ inline int compute_capability_major() {
   return major;
 }
 
+// Raises Kernel's dynamic shared-memory limit on the current device to at least `bytes`, calling
+// the runtime only when the limit must grow: the attribute call costs host time on every launch
+// otherwise (a decode step is tens of microseconds of host time in all). Per device, as the
+// attribute is; a racing second setter only repeats the call.
+template <auto Kernel>
+void ensure_dynamic_smem(int bytes, const char* what) {
+  constexpr int max_devices = 64;
+  static std::atomic<int> limit[max_devices] = {};
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  if (dev < max_devices && limit[dev].load(std::memory_order_acquire) >= bytes) return;
+  check(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), what);
+  if (dev < max_devices) {
+    int seen = limit[dev].load(std::memory_order_relaxed);
+    while (seen < bytes && !limit[dev].compare_exchange_weak(seen, bytes, std::memory_order_release)) {
+    }
+  }
+}
+
 // CTAs of Kernel the current device holds at once, queried once per device: the occupancy
 // query costs microseconds, which a decode step would pay on every call. Keyed by the kernel
 // itself, not its type (kernels of different tile shapes can share a signature). Set the

@@ -108,7 +108,7 @@ void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, index_t 
       require(ctas < (index_t(1) << 31), "mask.grid", "too many query patches for one launch");
       using Shape = ForwardShape<Tiles, true, is_linear_score<Score>()>;
       const int smem = gmma::cta_shared_bytes(Shape::tile_bytes(compute_capability_major() == 9) + Shape::align_slack);
-      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "cudaFuncSetAttribute(forward_kernel)");
+      ensure_dynamic_smem<forward_kernel<Tiles, true, Variant, Score, T, TO, KV>>(smem, "cudaFuncSetAttribute(forward_kernel)");
       kernel<<<dim3(unsigned(ctas), unsigned(p.Hq), unsigned(p.B)), Tiles::threads, smem, stream>>>(a);
       check(cudaGetLastError(), "forward_kernel launch");
       return;
@@ -147,8 +147,7 @@ void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, index_t 
                  tma::key_tile_map(a.tma.v, view(a.kv.v), Tiles::HD, rows);
     }
   }
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
-        "cudaFuncSetAttribute(forward_kernel)");
+  ensure_dynamic_smem<forward_kernel<Tiles, false, Variant, Score, T, TO, KV>>(smem, "cudaFuncSetAttribute(forward_kernel)");
   dim3 grid(unsigned((a.p.Nq + Tiles::BM - 1) / Tiles::BM), unsigned(a.p.Hq), unsigned(a.p.B));
   if constexpr (KV::varlen) {
     // Sequences of unequal lengths: the real query tiles, listed by a one-CTA pre-pass
@@ -181,8 +180,7 @@ void launch_decode(const Variant& attn, const Score& score, const Call<T, TO, KV
   // mostly empty leaves bandwidth unused): the split count with the fullest last wave among
   // one to four waves, each split at least 4 tiles of keys.
   const auto kernel = decode_kernel<Tiles, Variant, Score, T, KV>;
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tiles::smem_bytes),
-        "cudaFuncSetAttribute(decode_kernel)");
+  ensure_dynamic_smem<decode_kernel<Tiles, Variant, Score, T, KV>>(Tiles::smem_bytes, "cudaFuncSetAttribute(decode_kernel)");
   const std::int64_t slots = resident_ctas<decode_kernel<Tiles, Variant, Score, T, KV>>(Tiles::threads, Tiles::smem_bytes);
   const std::int64_t keys = p.key_end - p.key_begin;
   const std::int64_t units = p.B * p.Hkv * d.row_chunks;
