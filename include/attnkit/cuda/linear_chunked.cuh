@@ -487,17 +487,17 @@ __global__ void __launch_bounds__(Tiles::threads) linear_chunked_kernel(const Li
 template <class L, class Score, class T, class TO>
 void launch_linear_chunked(LinearArgs<Score, T, TO> la, cudaStream_t stream) {
   const ProblemInfo& p = la.p;
-  const auto state_kernel = linear_state_kernel<L, Score, T, TO>;
-  const auto chunked_kernel = linear_chunked_kernel<L, Score, T, TO>;
-  ensure_dynamic_smem<linear_state_kernel<L, Score, T, TO>>(L::state_smem_bytes, "cudaFuncSetAttribute(linear_state_kernel)");
-  ensure_dynamic_smem<linear_chunked_kernel<L, Score, T, TO>>(L::smem_bytes, "cudaFuncSetAttribute(linear_chunked_kernel)");
+  constexpr auto state_kernel = linear_state_kernel<L, Score, T, TO>;
+  constexpr auto chunked_kernel = linear_chunked_kernel<L, Score, T, TO>;
+  ensure_dynamic_smem<state_kernel>(L::state_smem_bytes, "cudaFuncSetAttribute(linear_state_kernel)");
+  ensure_dynamic_smem<chunked_kernel>(L::smem_bytes, "cudaFuncSetAttribute(linear_chunked_kernel)");
   const std::int64_t chunks = (p.Nk + L::C - 1) / L::C, q_tiles = (p.Nq + L::C - 1) / L::C;
   la.slices = int((p.Dv + L::DVS - 1) / L::DVS);
   const std::int64_t out_units = la.slices * p.Hq * p.B, state_units = la.slices * p.Hkv * p.B;
   const std::int64_t out_resident =
-      resident_ctas<linear_chunked_kernel<L, Score, T, TO>>(L::threads, L::smem_bytes);
+      resident_ctas<chunked_kernel>(L::threads, L::smem_bytes);
   const std::int64_t state_resident =
-      resident_ctas<linear_state_kernel<L, Score, T, TO>>(L::threads, L::state_smem_bytes);
+      resident_ctas<state_kernel>(L::threads, L::state_smem_bytes);
   // Items (chunks or query tiles) per CTA for `units` independent jobs of `items` each:
   // the fewest waves x (items per CTA + a fixed cost per CTA of about two items: the
   // state's load or store and the pipeline's start).

@@ -101,20 +101,20 @@ void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, index_t 
     const bool filled = ctas * Tiles::BM <= 2 * p.Nq;
     if (p.Nq == p.Nk && p.q_offset == 0 && p.key_begin == 0 && p.key_end == p.Nk &&
         patch_tiling_t<MaskT>::worthwhile(args.attn.mask) && filled) {
-      const auto kernel = forward_kernel<Tiles, true, Variant, Score, T, TO, KV>;
+      constexpr auto kernel = forward_kernel<Tiles, true, Variant, Score, T, TO, KV>;
       auto a = args;
       a.patches = tiling;
       a.cached_tiles = 0;
       require(ctas < (index_t(1) << 31), "mask.grid", "too many query patches for one launch");
       using Shape = ForwardShape<Tiles, true, is_linear_score<Score>()>;
       const int smem = gmma::cta_shared_bytes(Shape::tile_bytes(compute_capability_major() == 9) + Shape::align_slack);
-      ensure_dynamic_smem<forward_kernel<Tiles, true, Variant, Score, T, TO, KV>>(smem, "cudaFuncSetAttribute(forward_kernel)");
+      ensure_dynamic_smem<kernel>(smem, "cudaFuncSetAttribute(forward_kernel)");
       kernel<<<dim3(unsigned(ctas), unsigned(p.Hq), unsigned(p.B)), Tiles::threads, smem, stream>>>(a);
       check(cudaGetLastError(), "forward_kernel launch");
       return;
     }
   }
-  const auto kernel = forward_kernel<Tiles, false, Variant, Score, T, TO, KV>;
+  constexpr auto kernel = forward_kernel<Tiles, false, Variant, Score, T, TO, KV>;
   // The visit list of up to 16384 key tiles (1M keys), 2 bytes each, lives in shared memory
   // after the tiles, counted in the narrow tiles (an upper bound for wide ones). An sm_90
   // device may run the sm_90a code, whose wgmma path takes wide key tiles.
@@ -147,7 +147,7 @@ void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, index_t 
                  tma::key_tile_map(a.tma.v, view(a.kv.v), Tiles::HD, rows);
     }
   }
-  ensure_dynamic_smem<forward_kernel<Tiles, false, Variant, Score, T, TO, KV>>(smem, "cudaFuncSetAttribute(forward_kernel)");
+  ensure_dynamic_smem<kernel>(smem, "cudaFuncSetAttribute(forward_kernel)");
   dim3 grid(unsigned((a.p.Nq + Tiles::BM - 1) / Tiles::BM), unsigned(a.p.Hq), unsigned(a.p.B));
   if constexpr (KV::varlen) {
     // Sequences of unequal lengths: the real query tiles, listed by a one-CTA pre-pass
@@ -179,9 +179,9 @@ void launch_decode(const Variant& attn, const Score& score, const Call<T, TO, KV
   // Splits: every SM busy, and whole waves (the last wave of a memory-bound kernel that is
   // mostly empty leaves bandwidth unused): the split count with the fullest last wave among
   // one to four waves, each split at least 4 tiles of keys.
-  const auto kernel = decode_kernel<Tiles, Variant, Score, T, KV>;
-  ensure_dynamic_smem<decode_kernel<Tiles, Variant, Score, T, KV>>(Tiles::smem_bytes, "cudaFuncSetAttribute(decode_kernel)");
-  const std::int64_t slots = resident_ctas<decode_kernel<Tiles, Variant, Score, T, KV>>(Tiles::threads, Tiles::smem_bytes);
+  constexpr auto kernel = decode_kernel<Tiles, Variant, Score, T, KV>;
+  ensure_dynamic_smem<kernel>(Tiles::smem_bytes, "cudaFuncSetAttribute(decode_kernel)");
+  const std::int64_t slots = resident_ctas<kernel>(Tiles::threads, Tiles::smem_bytes);
   const std::int64_t keys = p.key_end - p.key_begin;
   const std::int64_t units = p.B * p.Hkv * d.row_chunks;
   const std::int64_t most = std::clamp<std::int64_t>((keys + 4 * Tiles::BN - 1) / (4 * Tiles::BN), 1, 65535);
