@@ -18,7 +18,7 @@ if [[ -z ${ATTNKIT_NO_CUDA:-} ]]; then
     # kernel family, also for Ampere (sm_80), which proves the mma.sync path compiles at a
     # fraction of the time of building the whole matrix twice.
     # Without a GPU the GPU tests cannot run, so their device code is compiled for compile speed
-    # (nvcc -Ofc=max): measured on 2 cores, 65-115 s a test instead of 180-600 s (ptxas and NVVM
+    # (nvcc -Ofc=max): measured on 2 cores, 42-148 s a test instead of 174-604 s (ptxas and NVVM
     # optimising are most of it). Where a GPU answers, they are built as users build them.
     # CUDA_FAST_COMPILE=ON/OFF overrides the detection.
     fast=${CUDA_FAST_COMPILE:-}
