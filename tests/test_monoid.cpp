@@ -6,15 +6,22 @@ using namespace attnkit;
 using namespace attnkit::test;
 
 namespace {
-template <class Score>
-void check_split(const Score& score) {
+// Top-k masks select among all keys and attend over the call's range; they take integer
+// q, k and a logit scale of 1/4, so that float and fp64 logits (and selections) agree exactly.
+template <class Score, class Mask = SlidingWindow>
+void check_split(const Score& score, const Mask& mask = SlidingWindow{90, 10, 2}) {
   const Shape s{1, 4, 2, 70, 150, 32, 40, true, {}};
-  INFO("seed " << process_seed() << " score " << Score::name);
+  INFO("seed " << process_seed() << " score " << Score::name << " mask " << Mask::name);
   Tensor<float> q(s, s.Hq, s.Nq, s.D), k(s, s.Hkv, s.Nk, s.D), v(s, s.Hkv, s.Nk, s.Dv), o(s, s.Hq, s.Nq, s.Dv),
       merged(s, s.Hq, s.Nq, s.Dv);
-  fill_normal(q), fill_normal(k), fill_normal(v);
-  const auto attn = make_attention(score, SlidingWindow{90, 10, 2});
-  cpu::run(attn, q.cview(), k.cview(), v.cview(), o.view);
+  constexpr bool exact = is_content_dependent<Mask>();
+  if (exact) fill_integers(q, -2, 2), fill_integers(k, -2, 2);
+  else fill_normal(q), fill_normal(k);
+  fill_normal(v);
+  const auto attn = make_attention(score, mask);
+  Options all, first, second;
+  if (exact) all.scale = first.scale = second.scale = 0.25f;
+  cpu::run(attn, q.cview(), k.cview(), v.cview(), o.view, all);
 
   auto state = [&](std::vector<float>& ob, std::vector<float>& m, std::vector<float>& l) {
     ob.assign(std::size_t(s.B * s.Hq * s.Nq * s.Dv), 0.f);
@@ -25,7 +32,6 @@ void check_split(const Score& score) {
   };
   std::vector<float> o1, m1, l1, o2, m2, l2, r1, rm1, rl1;
   const PartialState a = state(o1, m1, l1), b = state(o2, m2, l2), ra = state(r1, rm1, rl1);
-  Options first, second;
   first.keys = {0, 61};  // not a tile boundary
   second.keys = {61, s.Nk};
   cpu::run_partial(attn, q.cview(), k.cview(), v.cview(), a, first);
@@ -48,6 +54,12 @@ TEST_CASE("partial states of two key ranges combine to the one-pass output", "[m
   check_split(Softplus{});
   check_split(Softplus{2.f, LengthScale::log_n});
   check_split(Linear<EluPlusOne>{});
+}
+
+TEST_CASE("top-k: partial states of two key ranges combine to the one-pass output", "[monoid][content]") {
+  check_split(Softmax{}, TopK<Causal>{20});
+  check_split(Sigmoid{}, TopK<Causal>{20});
+  check_split(Softplus{2.f, LengthScale::log_n}, TopK<Full>{33});
 }
 
 TEST_CASE("combining with an empty partial state is the identity", "[monoid]") {

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <type_traits>
@@ -48,6 +49,10 @@ class Plan {
 
  public:
   // Scratch memory of one thread; keep one per thread across execute() calls.
+  struct KeptKey {
+    float s;  // logit after modifiers
+    index_t j;
+  };
   struct Worker {
     line_vector<float> qt, qrow, st, valid, acc, m, l, lambda, alpha;
     std::vector<index_t> qi;            // query indices of the current tile
@@ -56,9 +61,11 @@ class Plan {
     // Head (b, kv head) held in kcache / vcache; valid within one execute() call only: the
     // next call may belong to another plan (other tensors, another Nk) or see new data.
     index_t cached_b = -1, cached_h = -1;
-    std::vector<float> cand_s;          // top-k candidates [tile_q, Nk]
-    std::vector<index_t> cand_j, cand_n;
+    std::vector<KeptKey> kept;          // top-k: each row's best keys so far, [tile_q, 2k]
+    std::vector<index_t> kept_n, kept_seen;  // keys held, allowed keys seen (per row)
+    std::vector<float> kept_worst;           // the bar a key must beat (after k keys seen)
     std::vector<RowThreshold> thresholds;
+    std::vector<float> sel;  // top-k: a row's logits to select from, then its kept logits / weights
     line_vector<float> kbuf, vbuf, qwin, kcoord;  // gathered keys of neighborhood patches
     std::vector<index_t> kidx;
     typename Bind::Store store;
@@ -345,7 +352,10 @@ class Plan {
     const HeadKV kv = load_head(w, b, hkv);
     pack_q(w, b, h, i0, rows);
     alloc_tile(w);
-    with_tile_mask(w, kv, b, h, i0, rows, [&](const auto& bm) { attend(w, bm, kv, b, h, i0, rows); });
+    with_tile_mask(w, kv, b, h, i0, rows, [&](const auto& bm) {
+      if constexpr (is_topk_mask_v<MaskT> && !linear) attend_kept(w, bm, kv, b, h, i0, rows);
+      else attend(w, bm, kv, b, h, i0, rows);
+    });
   }
 
   // Binds the mask to the query tile (content-dependent masks, top-k thresholds) and calls
@@ -459,43 +469,126 @@ class Plan {
     finish_rows(w, b, h, rows);
   }
 
-  // TopK: per-row threshold (value, index) of the k-th largest (s, -j) among base-allowed keys.
+  // Keys a top-k row keeps at most: k, or every key when k exceeds them (bounds the buffers).
+  index_t topk_keep() const {
+    if constexpr (is_topk_mask_v<MaskT>) return std::min(attn_.mask.k, std::max<index_t>(p_.Nk, 1));
+    else return 0;
+  }
+
+  // TopK: per-row threshold (value, index) of the k-th largest (s, -j) among base-allowed keys,
+  // and the kept keys themselves. Each row holds its best k so far plus the keys that beat the
+  // worst of them since, up to 2k; when full, a selection keeps the best k again. Keys arrive
+  // in increasing index order, so a key is taken only with a logit above that worst (at equal
+  // logits the kept lower index wins) and on typical logits costs one compare. (Collecting
+  // every logit and selecting afterwards took 2-3x longer than the logits' own GEMM; a heap
+  // per row spent most of its time in sift steps at N = 1024.)
   template <class BM>
   void select_topk(Worker& w, const BM& base, const HeadKV& kv, index_t b, index_t h, index_t i0,
                    index_t rows) const {
-    const index_t Nk = p_.Nk, pos0 = p_.pos(i0), kk = attn_.mask.k;
-    w.cand_s.resize(std::size_t(tile_q * std::max<index_t>(Nk, 1)));
-    w.cand_j.resize(w.cand_s.size());
-    w.cand_n.assign(std::size_t(tile_q), 0);
+    const index_t pos0 = p_.pos(i0), kk = topk_keep();
+    w.kept.resize(std::size_t(tile_q * 2 * kk));
+    w.kept_n.assign(std::size_t(tile_q), 0);
+    w.kept_seen.assign(std::size_t(tile_q), 0);
+    w.kept_worst.assign(std::size_t(tile_q), neg_inf);
     w.thresholds.assign(std::size_t(tile_q), RowThreshold{});
-    for_each_key_tile(base, pos0, rows, tile_keys(base, pos0, rows, 0, Nk), [&](index_t jlo, index_t n, TileKind kind) {
+    const auto better = [](const KeptKey& x, const KeptKey& y) { return x.s > y.s || (x.s == y.s && x.j < y.j); };
+    // Keeps row r's best k at [0, k), the k-th best at k - 1.
+    const auto prune = [&](index_t r) {
+      KeptKey* row = w.kept.data() + r * 2 * kk;
+      std::nth_element(row, row + (kk - 1), row + w.kept_n[r], better);
+      w.kept_n[r] = kk;
+      w.kept_worst[r] = row[kk - 1].s;
+    };
+    for_each_key_tile(base, pos0, rows, tile_keys(base, pos0, rows, 0, p_.Nk), [&](index_t jlo, index_t n, TileKind kind) {
       if (kind == TileKind::skip) return;
       tile_logits(w, kv, jlo, n, b, h, rows);
-      for (index_t c = 0; c < n; ++c)
-        for (index_t r = 0; r < rows; ++r) {
+      for (index_t r = 0; r < rows; ++r) {
+        KeptKey* row = w.kept.data() + r * 2 * kk;
+        index_t size = w.kept_n[r], seen = w.kept_seen[r];
+        float worst = w.kept_worst[r];  // -inf until k keys were seen: every key is taken
+        for (index_t c = 0; c < n; ++c) {
           float s = w.st[c * TQP + r];
+          if (seen >= kk && !(s > worst)) {  // also NaN: it ranks lowest
+            if (kind == TileKind::full) ++seen;
+            else seen += mask_allows(base, pos0 + r, jlo + c, s) ? 1 : 0;
+            continue;
+          }
           if (kind == TileKind::partial && !mask_allows(base, pos0 + r, jlo + c, s)) continue;
-          if (s != s) s = neg_inf;  // NaN ranks lowest
-          const index_t e = r * Nk + w.cand_n[r]++;
-          w.cand_s[e] = s, w.cand_j[e] = jlo + c;
+          if (s != s) s = neg_inf;
+          row[size++] = {s, jlo + c};
+          if (++seen == kk) {  // the first k keys: all kept so far, the worst of them is the bar
+            worst = row[0].s;
+            for (index_t e = 1; e < size; ++e) worst = std::min(worst, row[e].s);
+          }
+          if (size == 2 * kk) {
+            w.kept_n[r] = size;
+            prune(r);
+            size = kk, worst = w.kept_worst[r];
+          }
         }
+        w.kept_n[r] = size, w.kept_seen[r] = seen, w.kept_worst[r] = worst;
+      }
     });
     for (index_t r = 0; r < rows; ++r) {
-      const index_t n = w.cand_n[r];
-      if (n <= kk) {
-        w.thresholds[r].kept = n;
+      if (w.kept_seen[r] <= kk) {  // keeps every allowed key
+        w.thresholds[r].kept = w.kept_seen[r];
         continue;
       }
-      std::vector<index_t> order;  // small: indices into this row's candidates
-      order.resize(std::size_t(n));
-      for (index_t e = 0; e < n; ++e) order[e] = e;
-      const float* s = w.cand_s.data() + r * Nk;
-      const index_t* j = w.cand_j.data() + r * Nk;
-      std::nth_element(order.begin(), order.begin() + (kk - 1), order.end(), [&](index_t x, index_t y) {
-        return s[x] > s[y] || (s[x] == s[y] && j[x] < j[y]);
-      });
-      w.thresholds[r] = {s[order[kk - 1]], j[order[kk - 1]], kk};
+      prune(r);
+      const KeptKey& kth = w.kept[std::size_t(r * 2 * kk + kk - 1)];
+      w.thresholds[r] = {kth.s, kth.j, kk};
     }
+  }
+
+  // TopK's attention without a second pass over the keys: the selection kept each row's
+  // keys with their logits (after modifiers, sanitised), so each row weighs its at most k
+  // kept keys of the call's key range and sums their value rows directly -- O(k Dv) per row
+  // instead of the tile loop's O(Nk D) over logits recomputed for a mask that keeps ~k/Nk.
+  template <class BM>
+  void attend_kept(Worker& w, const BM& bm, const HeadKV& kv, index_t b, index_t h, index_t i0, index_t rows) {
+    constexpr int W = simd_width;
+    const index_t pos0 = p_.pos(i0), Dv = p_.Dv;
+    if (score_needs_row_count(score_)) count_rows(w, bm, kv, b, h, i0, rows);
+    for_each_key_tile(bm, pos0, rows, tile_keys(bm, pos0, rows, p_.key_begin, p_.key_end),
+                      [&](index_t, index_t, TileKind kind) {  // the tile loop's counts, for stats
+                        ++(kind == TileKind::skip ? w.counters.skipped : w.counters.partial);
+                      });
+    const index_t kk = topk_keep();
+    for (index_t r = 0; r < rows; ++r) {
+      const KeptKey* kept = w.kept.data() + r * 2 * kk;
+      w.sel.clear();
+      w.kidx.clear();
+      for (index_t e = 0; e < w.kept_n[r]; ++e)
+        if (kept[e].j >= p_.key_begin && kept[e].j < p_.key_end) w.sel.push_back(kept[e].s), w.kidx.push_back(kept[e].j);
+      const index_t n = index_t(w.kidx.size());
+      // Weights in place, simd_width at a time (the tail padded with a logit of weight 0 for
+      // max-tracking scores; other scores' tails are never read).
+      w.sel.resize(std::size_t(round_up(n, index_t(W))), neg_inf);
+      float m = 0.f;
+      if constexpr (Score::tracks_max) {
+        float top = neg_inf;
+        for (index_t e = 0; e < n; ++e) top = std::max(top, w.sel[e]);
+        w.m[r] = top;
+        if (top == neg_inf) continue;  // nothing allowed: o = 0, l = 0
+        m = top;
+      }
+      const float lambda = Score::tracks_max ? 1.f : w.lambda[r];  // as update_rows weighs
+      float* pw = w.sel.data();
+      for (index_t e = 0; e < n; e += W)
+        score_.template weight<vfloat>(vfloat::load_unaligned(pw + e), vfloat(m), vfloat(lambda)).store_unaligned(pw + e);
+      float* acc = w.acc.data() + r * Dvp_;
+      float l = 0.f;
+      for (index_t e = 0; e < n; ++e) {
+        const float pe = pw[e];
+        l += pe;
+        const TV* vrow = kv.v.row(w.kidx[e]);
+        const vfloat pv(pe);
+        for (index_t d = 0; d < Dv; d += W)
+          xsimd::fma(pv, load_floats(vrow + d, Dv - d), vfloat::load_unaligned(acc + d)).store_unaligned(acc + d);
+      }
+      w.l[r] = l;
+    }
+    finish_rows(w, b, h, rows);
   }
 
   // Number of keys each row may attend over all keys (for length-scaled score functions).
