@@ -63,7 +63,7 @@ class Plan {
     index_t cached_b = -1, cached_h = -1;
     std::vector<KeptKey> kept;          // top-k: each row's best keys so far, [tile_q, 2k]
     std::vector<index_t> kept_n, kept_seen;  // keys held, allowed keys seen (per row)
-    std::vector<float> kept_worst;           // the bar a key must beat (after k keys seen)
+    line_vector<float> kept_worst;           // the bar a key must beat (after k keys seen), [TQP]
     std::vector<RowThreshold> thresholds;
     std::vector<float> sel;  // top-k: a row's logits to select from, then its kept logits / weights
     line_vector<float> kbuf, vbuf, qwin, kcoord;  // gathered keys of neighborhood patches
@@ -489,7 +489,8 @@ class Plan {
     w.kept.resize(std::size_t(tile_q * 2 * kk));
     w.kept_n.assign(std::size_t(tile_q), 0);
     w.kept_seen.assign(std::size_t(tile_q), 0);
-    w.kept_worst.assign(std::size_t(tile_q), neg_inf);
+    w.kept_worst.assign(std::size_t(TQP), neg_inf);
+    std::fill(w.kept_worst.begin() + rows, w.kept_worst.end(), __builtin_huge_valf());
     w.thresholds.assign(std::size_t(tile_q), RowThreshold{});
     const auto better = [](const KeptKey& x, const KeptKey& y) { return x.s > y.s || (x.s == y.s && x.j < y.j); };
     // Keeps row r's best k at [0, k), the k-th best at k - 1.
@@ -502,6 +503,23 @@ class Plan {
     for_each_key_tile(base, pos0, rows, tile_keys(base, pos0, rows, 0, p_.Nk), [&](index_t jlo, index_t n, TileKind kind) {
       if (kind == TileKind::skip) return;
       tile_logits(w, kv, jlo, n, b, h, rows);
+      if (kind == TileKind::full && std::all_of(w.kept_seen.begin(), w.kept_seen.begin() + rows, [&](index_t x) { return x >= kk; })) {
+        // Every row has its bar: simd_width rows per compare, a row's keys only where one beats it
+        // (rows past the tile's queries have a bar of +inf).
+        for (index_t c = 0; c < n; ++c)
+          for (index_t r0 = 0; r0 < rows; r0 += simd_width) {
+            const auto beat = vfloat::load_unaligned(w.st.data() + c * TQP + r0) > vfloat::load_unaligned(w.kept_worst.data() + r0);
+            if (!xsimd::any(beat)) continue;
+            for (index_t r = r0; r < std::min(rows, r0 + simd_width); ++r) {
+              const float s = w.st[c * TQP + r];
+              if (!(s > w.kept_worst[r])) continue;
+              w.kept[std::size_t(r * 2 * kk + w.kept_n[r]++)] = {s, jlo + c};
+              if (w.kept_n[r] == 2 * kk) prune(r);
+            }
+          }
+        for (index_t r = 0; r < rows; ++r) w.kept_seen[r] += n;
+        return;
+      }
       for (index_t r = 0; r < rows; ++r) {
         KeptKey* row = w.kept.data() + r * 2 * kk;
         index_t size = w.kept_n[r], seen = w.kept_seen[r];
