@@ -68,9 +68,9 @@ class DecodePlan {
     // per-key requests over 8-key chunks (GQA 32/8, 16-token pages, one AVX2 EPYC thread,
     // interleaved in one process): bf16 4.9-5.5 -> 7.0-7.2 GB/s, f32 5.5-5.8 -> 6.3-7.3.
     next_chunk,
-    // Many heads (MHA on a token-major cache) or long rows: little arithmetic per byte, so the chunk's
-    // lines are requested all at once just before it computes (8 keys ahead ran at two thirds
-    // of that, 32 heads, f32 and bf16).
+    // Many heads (MHA on a token-major cache) or long rows: little arithmetic per byte, so
+    // the chunk's lines are requested all at once just before it computes (8 keys ahead ran
+    // at two thirds of that, 32 heads, f32 and bf16).
     chunk_start,
   };
   // Bytes of one chunk under next_chunk: the chunk in use and the one arriving share L2

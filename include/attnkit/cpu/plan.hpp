@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <functional>
 #include <limits>
 #include <optional>
 #include <type_traits>
@@ -65,7 +64,7 @@ class Plan {
     std::vector<index_t> kept_n, kept_seen;  // keys held, allowed keys seen (per row)
     line_vector<float> kept_worst;           // the bar a key must beat (after k keys seen), [TQP]
     std::vector<RowThreshold> thresholds;
-    std::vector<float> sel;  // top-k: a row's logits to select from, then its kept logits / weights
+    std::vector<float> sel;  // top-k: a row's kept logits, then their weights
     line_vector<float> kbuf, vbuf, qwin, kcoord;  // gathered keys of neighborhood patches
     std::vector<index_t> kidx;
     typename Bind::Store store;
@@ -500,6 +499,10 @@ class Plan {
       w.kept_n[r] = kk;
       w.kept_worst[r] = row[kk - 1].s;
     };
+    const auto take = [&](index_t r, float s, index_t j) {
+      w.kept[std::size_t(r * 2 * kk + w.kept_n[r]++)] = {s == s ? s : neg_inf, j};  // NaN ranks lowest
+      if (w.kept_n[r] == 2 * kk) prune(r);
+    };
     for_each_key_tile(base, pos0, rows, tile_keys(base, pos0, rows, 0, p_.Nk), [&](index_t jlo, index_t n, TileKind kind) {
       if (kind == TileKind::skip) return;
       tile_logits(w, kv, jlo, n, b, h, rows);
@@ -512,40 +515,30 @@ class Plan {
             if (!xsimd::any(beat)) continue;
             for (index_t r = r0; r < std::min(rows, r0 + simd_width); ++r) {
               const float s = w.st[c * TQP + r];
-              if (!(s > w.kept_worst[r])) continue;
-              w.kept[std::size_t(r * 2 * kk + w.kept_n[r]++)] = {s, jlo + c};
-              if (w.kept_n[r] == 2 * kk) prune(r);
+              if (s > w.kept_worst[r]) take(r, s, jlo + c);
             }
           }
         for (index_t r = 0; r < rows; ++r) w.kept_seen[r] += n;
         return;
       }
-      for (index_t r = 0; r < rows; ++r) {
-        KeptKey* row = w.kept.data() + r * 2 * kk;
-        index_t size = w.kept_n[r], seen = w.kept_seen[r];
-        float worst = w.kept_worst[r];  // -inf until k keys were seen: every key is taken
+      for (index_t r = 0; r < rows; ++r)
         for (index_t c = 0; c < n; ++c) {
-          float s = w.st[c * TQP + r];
-          if (seen >= kk && !(s > worst)) {  // also NaN: it ranks lowest
-            if (kind == TileKind::full) ++seen;
-            else seen += mask_allows(base, pos0 + r, jlo + c, s) ? 1 : 0;
+          const float s = w.st[c * TQP + r];
+          if (kind == TileKind::partial && !mask_allows(base, pos0 + r, jlo + c, s)) continue;
+          // The first k allowed keys are all taken, and the worst of them is the bar; after
+          // that only keys above it (not NaN, which ranks lowest; nor an equal logit: the
+          // kept key's index is lower).
+          if (w.kept_seen[r] >= kk) {
+            ++w.kept_seen[r];
+            if (s > w.kept_worst[r]) take(r, s, jlo + c);
             continue;
           }
-          if (kind == TileKind::partial && !mask_allows(base, pos0 + r, jlo + c, s)) continue;
-          if (s != s) s = neg_inf;
-          row[size++] = {s, jlo + c};
-          if (++seen == kk) {  // the first k keys: all kept so far, the worst of them is the bar
-            worst = row[0].s;
-            for (index_t e = 1; e < size; ++e) worst = std::min(worst, row[e].s);
-          }
-          if (size == 2 * kk) {
-            w.kept_n[r] = size;
-            prune(r);
-            size = kk, worst = w.kept_worst[r];
+          take(r, s, jlo + c);
+          if (++w.kept_seen[r] == kk) {
+            const KeptKey* row = w.kept.data() + r * 2 * kk;
+            w.kept_worst[r] = std::min_element(row, row + kk, [](const KeptKey& x, const KeptKey& y) { return x.s < y.s; })->s;
           }
         }
-        w.kept_n[r] = size, w.kept_seen[r] = seen, w.kept_worst[r] = worst;
-      }
     });
     for (index_t r = 0; r < rows; ++r) {
       if (w.kept_seen[r] <= kk) {  // keeps every allowed key
