@@ -54,8 +54,11 @@ TEST_CASE("cuda: dense K and V qualify for TMA key tiles exactly when their layo
   cudaFree(buf);
 }
 
+// Prefills of 64 rows or more take the gathered path (routed lists + own blocks, merged);
+// the last shape has queries past the last key (no own block) and a partial last block.
 TEST_CASE("cuda: MoBA blocks of whole key tiles (one block span per row and tile)", "[cuda]") {
-  for (const Shape& s : {Shape{1, 4, 2, 700, 700, 64, 64, false, {}}, Shape{2, 2, 1, 300, 520, 128, 128, true, {}}}) {
+  for (const Shape& s : {Shape{1, 4, 2, 700, 700, 64, 64, false, {}}, Shape{2, 2, 1, 300, 520, 128, 128, true, {}},
+                         Shape{1, 2, 1, 330, 200, 128, 128, false, index_t(0)}}) {
     check<bfloat16>(make_attention(Softmax{}, MoBA{64, 3}), s);
     check<bfloat16>(make_attention(Softmax{}, MoBA{128, 2}), s);
     check<bfloat16>(make_attention(Sigmoid{}, MoBA{192, 2}), s);

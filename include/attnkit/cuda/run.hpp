@@ -30,6 +30,7 @@
 #include "decode_kernel.cuh"
 #include "forward_kernel.cuh"
 #include "linear_chunked.cuh"
+#include "moba_gather.cuh"
 #include "occupancy.hpp"
 
 namespace attnkit::cuda {
@@ -155,7 +156,8 @@ void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, index_t 
     // than a fifth empty slots.
     const index_t dense = a.p.B * index_t(grid.x);
     const index_t slots = varlen_tile_slots(a.p.B, a.p.Nq, q_rows_total, Tiles::BM);
-    if (dense * 4 > slots * 5 && slots * a.p.Hq < (index_t(1) << 31)) {
+    // (A dense grid also has at most 65535 sequences in gridDim.z.)
+    if ((dense * 4 > slots * 5 || a.p.B > 65535) && slots * a.p.Hq < (index_t(1) << 31)) {
       ScheduleArgs<typename Variant::mask_type, T, KV> sa{a.q, a.kv, a.p, a.q_offset_given, a.attn.mask, nullptr, int(slots)};
       sa.tiles = workspace.alloc<VarlenTile>(std::size_t(slots));
       schedule_varlen_tiles<Tiles::BM><<<1, schedule_threads, 0, stream>>>(sa);
@@ -166,6 +168,100 @@ void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, index_t 
   }
   kernel<<<grid, Tiles::threads, smem, stream>>>(a);
   check(cudaGetLastError(), "forward_kernel launch");
+}
+
+// MoBA prefill as routed lists and own blocks (moba_gather.cuh).
+template <class Tiles, class Variant, class Score, class T, class TO>
+void launch_moba_gathered(const Variant& attn, const Score& score, const Call<T, TO, ContiguousKV<T, false>>& c,
+                          cudaStream_t stream) {
+  const ProblemInfo& p = c.p;
+  const MoBA& moba = attn.mask;
+  Workspace ws(stream);
+  const auto routing = DeviceBinder<MoBA>::prepare(moba, c.prepass, ws, stream);
+  const int nkb = int(moba.k_blocks(p.Nk));
+  const MoBALists L{int(p.B), int(p.Hq), int(p.Nq), nkb, int(moba.block), int(routing.words), int(moba.top_k - 1),
+                    p.q_offset};
+  // Routed (query, block) pairs per head, exactly: every query keeps min(top_k - 1, blocks
+  // before its own) of them. Summed over runs of queries that share an own block.
+  std::int64_t per_head = 0;
+  for (index_t pos = p.q_offset; pos < p.q_offset + p.Nq;) {
+    const index_t next = std::min(p.q_offset + p.Nq, (pos / moba.block + 1) * moba.block);
+    per_head += (next - pos) * L.routed_count(pos);
+    pos = next;
+  }
+  const std::int64_t routed = per_head * p.B * p.Hq, rows = p.B * p.Hq * p.Nq;
+
+  // The queries' own blocks: partial states [B, Hq, Nq].
+  float* own_o = ws.alloc<float>(std::size_t(rows * (p.Dv + 2)));
+  float *own_m = own_o + rows * p.Dv, *own_l = own_m + rows;
+  {
+    const auto own = make_attention(score, OwnBlockCausal{moba.block});
+    ForwardArgs<std::remove_const_t<decltype(own)>, Score, T, float, ContiguousKV<T, false>> a{};
+    a.q = c.q, a.kv = c.kv;
+    a.o = {own_o, {p.Hq * p.Nq * p.Dv, p.Nq * p.Dv, p.Dv}, nullptr};
+    a.m = {own_m, {p.Hq * p.Nq, p.Nq, 1}, nullptr};
+    a.l = {own_l, {p.Hq * p.Nq, p.Nq, 1}, nullptr};
+    a.partial = true;
+    a.p = p;
+    a.attn = own;
+    a.score = score;
+    a.vec = c.vec;
+    launch_forward<Tiles>(a, p.Nq, ws, stream);
+  }
+  // The routed blocks: one varlen sequence per (batch, head, key block), its queries gathered.
+  const std::int64_t S = L.sequences();
+  std::int32_t* slot_rows = nullptr;
+  float *part_o = nullptr, *part_m = nullptr, *part_l = nullptr;
+  require(routed < (index_t(1) << 31) && rows < (index_t(1) << 31), "q.shape",
+          "too many query rows or routed (query, block) pairs for one MoBA launch");
+  if (routed > 0) {
+    // Pieces of at least 1024 rows, about 32K of them in all (the scan is one CTA).
+    const std::int64_t want = std::max<std::int64_t>(1, 32768 / S);
+    const int chunk = int(std::max<std::int64_t>(1024, (p.Nq + want - 1) / want + 31) / 32 * 32);
+    const MoBAPieces P{chunk, int((p.Nq + chunk - 1) / chunk)};
+    const std::int64_t items = P.items(L);
+    int* counts = ws.alloc<int>(std::size_t(items));
+    std::int32_t* offsets = ws.alloc<std::int32_t>(std::size_t(items + 1 + S + 1 + routed));  // + seq offsets, sources
+    std::int32_t* seq_offsets = offsets + items + 1;
+    std::int32_t* src_rows = seq_offsets + S + 1;
+    const unsigned list_blocks = blocks_for(items, moba_list_warps);
+    moba_count_kernel<<<list_blocks, moba_list_warps * 32, 0, stream>>>(L, P, routing.bits, counts);
+    check(cudaGetLastError(), "moba_count_kernel launch");
+    moba_scan_kernel<1024><<<1, 1024, 0, stream>>>(counts, items, offsets);
+    check(cudaGetLastError(), "moba_scan_kernel launch");
+    slot_rows = ws.alloc<std::int32_t>(std::size_t(rows * L.slots));
+    moba_fill_kernel<<<list_blocks, moba_list_warps * 32, 0, stream>>>(L, P, routing.bits, offsets, seq_offsets,
+                                                                       src_rows, slot_rows);
+    check(cudaGetLastError(), "moba_fill_kernel launch");
+    const int q_stride = int((p.D + 7) / 8 * 8);  // 16-byte rows for the kernel's copies
+    T* q_packed = ws.alloc<T>(std::size_t(routed * q_stride));
+    const bool q_vec = rows_16byte_aligned(TensorView<const T>{c.q.data, {p.B, p.Hq, p.Nq, p.D}, {c.q.s[0], c.q.s[1], c.q.s[2]}});
+    moba_gather_q_kernel<T><<<blocks_for(routed * (q_stride / 8), 256), 256, 0, stream>>>(L, src_rows, routed, c.q, int(p.D),
+                                                                                         q_vec, q_packed, q_stride);
+    check(cudaGetLastError(), "moba_gather_q_kernel launch");
+    part_o = ws.alloc<float>(std::size_t(routed * (p.Dv + 2)));
+    part_m = part_o + routed * p.Dv, part_l = part_m + routed;
+
+    const auto dense_keys = make_attention(score, Full{});
+    ForwardArgs<std::remove_const_t<decltype(dense_keys)>, Score, T, float, RoutedBlockKV<T>> a{};
+    a.q = {q_packed, {0, 0, q_stride}, seq_offsets};
+    a.kv = {c.kv.k, c.kv.v, int(p.Nk), int(moba.block), nkb, int(p.Hq), int(p.group())};
+    a.o = {part_o, {0, 0, p.Dv}, seq_offsets};
+    a.m = {part_m, {0, 0, 1}, seq_offsets};
+    a.l = {part_l, {0, 0, 1}, seq_offsets};
+    a.partial = true;
+    a.q_offset_given = true;
+    a.p = p;
+    a.p.B = S, a.p.Hq = 1, a.p.Hkv = 1, a.p.q_offset = 0;
+    a.p.Nk = std::min<index_t>(p.Nk, moba.block), a.p.key_begin = 0, a.p.key_end = a.p.Nk;
+    a.attn = dense_keys;
+    a.score = score;
+    a.vec = c.vec;
+    launch_forward<Tiles>(a, routed, ws, stream);
+  }
+  MoBAMergeArgs<Score, TO> mg{L, int(p.Dv), own_o, own_m, own_l, part_o, part_m, part_l, slot_rows, c.o, c.lse, score};
+  moba_merge_kernel<Score, TO><<<blocks_for(rows, moba_merge_warps), moba_merge_warps * 32, 0, stream>>>(mg);
+  check(cudaGetLastError(), "moba_merge_kernel launch");
 }
 
 template <class Tiles, class Variant, class Score, class T, class TO, class KV>
@@ -245,6 +341,18 @@ void dispatch(const Variant& attn, const Call<T, TO, KV>& c, cudaStream_t stream
     if (p.group() * p.Nq <= decode_max_rows) {
       if (std::max(p.D, p.Dv) <= 64) launch_decode<DecodeTiles<64>>(attn, score, c, stream);
       else launch_decode<DecodeTiles<128>>(attn, score, c, stream);
+      return;
+    }
+  }
+
+  // MoBA prefill: the routed blocks as gathered lists (moba_gather.cuh says which calls keep
+  // the bound mask: modifiers and per-row key counts need each pair's position; partial
+  // states and key ranges are left to the bound mask too).
+  if constexpr (std::is_same_v<MaskT, MoBA> && !Variant::has_mods && !KV::varlen) {
+    if (!c.partial && !score_needs_row_count(score) && p.key_begin == 0 && p.key_end == p.Nk &&
+        p.Nq >= moba_gather_min_rows) {
+      if (std::max(p.D, p.Dv) <= 64) launch_moba_gathered<ForwardTiles<64, 4, 128>>(attn, score, c, stream);
+      else launch_moba_gathered<ForwardTiles<128, 8, 128>>(attn, score, c, stream);
       return;
     }
   }

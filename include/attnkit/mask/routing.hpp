@@ -6,6 +6,8 @@
 //   ClusterRouting: shared centroids [n_clusters, D]; q and k interact iff their nearest
 //         centroid (Euclidean, ties to the lower index) is the same (Routing Transformer).
 // Backends bind them per head to the plain masks below (MoBARows, ClusterIds).
+//   OwnBlockCausal: the part of MoBA that needs no routing, each query's own block up to
+//         itself (the CUDA backend runs it apart from the routed blocks, cuda/moba_gather.cuh).
 #include <cstdint>
 #include <string>
 
@@ -59,6 +61,27 @@ struct MoBARows {
     return all ? TileKind::full : (any ? TileKind::partial : TileKind::skip);
   }
   ATTNKIT_HD KeyBounds key_bounds(index_t, index_t q_hi, index_t nk) const { return {0, q_hi < nk ? q_hi : nk}; }
+};
+
+// Keys of the query's own block of `block` keys, up to the query: allowed(pos, j) iff
+// pos / block == j / block and j <= pos (block-diagonal causal).
+struct OwnBlockCausal {
+  static constexpr const char* name = "own_block_causal";
+  index_t block = 64;
+
+  void validate(const ProblemInfo&) const { require(block > 0, "mask.block", "must be positive"); }
+  ATTNKIT_HD index_t start(index_t pos) const { return pos / block * block; }
+  ATTNKIT_HD bool allowed(index_t pos, index_t j) const { return j <= pos && j >= start(pos); }
+  ATTNKIT_HD RowSpan row_span(index_t pos) const { return {start(pos), pos + 1, 0}; }
+  ATTNKIT_HD TileKind classify(const TileRect& r) const {
+    if (r.k_lo > r.q_hi - 1 || r.k_hi - 1 < start(r.q_lo)) return TileKind::skip;
+    // every row allows every key: past the latest row's block start, before the first row
+    if (r.k_lo >= start(r.q_hi - 1) && r.k_hi - 1 <= r.q_lo) return TileKind::full;
+    return TileKind::partial;
+  }
+  ATTNKIT_HD KeyBounds key_bounds(index_t q_lo, index_t q_hi, index_t nk) const {
+    return {start(q_lo), q_hi < nk ? q_hi : nk};
+  }
 };
 
 struct ClusterRouting {
