@@ -90,19 +90,28 @@ struct MoBAPieces {
   __host__ __device__ std::int64_t items(const MoBALists& L) const { return L.sequences() * pieces; }
 };
 
-// One warp per piece: how many of its queries are routed to the sequence's block.
+// The piece a warp scans: its sequence s = bh * nkb + kb and its rows [lo, hi).
+struct MoBAPiece {
+  std::int64_t item, s, bh;
+  int kb, c, lo, hi;
+  __device__ MoBAPiece(const MoBALists& L, const MoBAPieces& P, std::int64_t it) : item(it), s(it / P.pieces), bh(s / L.nkb) {
+    kb = int(s % L.nkb), c = int(it % P.pieces);
+    lo = max(L.first_row(kb), c * P.chunk), hi = min(L.Nq, (c + 1) * P.chunk);
+  }
+};
+
+// One warp per piece: how many of its queries are routed to the sequence's block. (The list
+// kernels are templates only so that a header can define them in every translation unit.)
+template <int Warps = moba_list_warps>
 __global__ void moba_count_kernel(MoBALists L, MoBAPieces P, const std::uint64_t* bits, int* counts) {
-  const std::int64_t item = std::int64_t(blockIdx.x) * moba_list_warps + threadIdx.x / 32;
+  const std::int64_t item = std::int64_t(blockIdx.x) * Warps + threadIdx.x / 32;
   if (item >= P.items(L)) return;
+  const MoBAPiece pc(L, P, item);
   const int lane = int(threadIdx.x) % 32;
-  const std::int64_t s = item / P.pieces;
-  const int kb = int(s % L.nkb), c = int(item % P.pieces);
-  const std::int64_t bh = s / L.nkb;
-  const int lo = max(L.first_row(kb), c * P.chunk), hi = min(L.Nq, (c + 1) * P.chunk);
   int n = 0;
-  for (int i0 = lo; i0 < hi; i0 += 32) {
+  for (int i0 = pc.lo; i0 < pc.hi; i0 += 32) {
     const int i = i0 + lane;
-    n += __popc(__ballot_sync(0xffffffffu, i < hi && moba_routed(L, bits, bh, i, kb)));
+    n += __popc(__ballot_sync(0xffffffffu, i < pc.hi && moba_routed(L, bits, pc.bh, i, pc.kb)));
   }
   if (lane == 0) counts[item] = n;
 }
@@ -132,21 +141,20 @@ __global__ void __launch_bounds__(NT) moba_scan_kernel(const int* counts, std::i
 // offset on; each records its source row (b * Hq + h) * Nq + i in src_rows, and its packed
 // row in the query's slot (the rank of kb among its routed blocks) of slot_rows. The first
 // piece of a sequence writes the sequence's offset (seq_offsets[S] is the total).
+template <int Warps = moba_list_warps>
 __global__ void moba_fill_kernel(MoBALists L, MoBAPieces P, const std::uint64_t* bits, const std::int32_t* offsets,
                                  std::int32_t* seq_offsets, std::int32_t* src_rows, std::int32_t* slot_rows) {
-  const std::int64_t item = std::int64_t(blockIdx.x) * moba_list_warps + threadIdx.x / 32;
+  const std::int64_t item = std::int64_t(blockIdx.x) * Warps + threadIdx.x / 32;
   if (item >= P.items(L)) return;
-  const int lane = int(threadIdx.x) % 32;
-  const std::int64_t s = item / P.pieces;
-  const int kb = int(s % L.nkb), c = int(item % P.pieces);
-  const std::int64_t bh = s / L.nkb;
-  if (lane == 0 && c == 0) seq_offsets[s] = offsets[item];
+  const MoBAPiece pc(L, P, item);
+  const int lane = int(threadIdx.x) % 32, kb = pc.kb;
+  const std::int64_t bh = pc.bh;
+  if (lane == 0 && pc.c == 0) seq_offsets[pc.s] = offsets[item];
   if (lane == 0 && item == P.items(L) - 1) seq_offsets[L.sequences()] = offsets[item + 1];
-  const int lo = max(L.first_row(kb), c * P.chunk), hi = min(L.Nq, (c + 1) * P.chunk);
   int next = offsets[item];
-  for (int i0 = lo; i0 < hi; i0 += 32) {
+  for (int i0 = pc.lo; i0 < pc.hi; i0 += 32) {
     const int i = i0 + lane;
-    const bool on = i < hi && moba_routed(L, bits, bh, i, kb);
+    const bool on = i < pc.hi && moba_routed(L, bits, bh, i, kb);
     const unsigned found = __ballot_sync(0xffffffffu, on);
     if (on) {
       const int at = next + __popc(found & ((1u << lane) - 1u));

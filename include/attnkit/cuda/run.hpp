@@ -190,6 +190,8 @@ void launch_moba_gathered(const Variant& attn, const Score& score, const Call<T,
     pos = next;
   }
   const std::int64_t routed = per_head * p.B * p.Hq, rows = p.B * p.Hq * p.Nq;
+  require(routed < (index_t(1) << 31) && rows < (index_t(1) << 31), "q.shape",
+          "too many query rows or routed (query, block) pairs for one MoBA launch");
 
   // The queries' own blocks: partial states [B, Hq, Nq].
   float* own_o = ws.alloc<float>(std::size_t(rows * (p.Dv + 2)));
@@ -212,8 +214,6 @@ void launch_moba_gathered(const Variant& attn, const Score& score, const Call<T,
   const std::int64_t S = L.sequences();
   std::int32_t* slot_rows = nullptr;
   float *part_o = nullptr, *part_m = nullptr, *part_l = nullptr;
-  require(routed < (index_t(1) << 31) && rows < (index_t(1) << 31), "q.shape",
-          "too many query rows or routed (query, block) pairs for one MoBA launch");
   if (routed > 0) {
     // Pieces of at least 1024 rows, about 32K of them in all (the scan is one CTA).
     const std::int64_t want = std::max<std::int64_t>(1, 32768 / S);
@@ -225,12 +225,12 @@ void launch_moba_gathered(const Variant& attn, const Score& score, const Call<T,
     std::int32_t* seq_offsets = offsets + items + 1;
     std::int32_t* src_rows = seq_offsets + S + 1;
     const unsigned list_blocks = blocks_for(items, moba_list_warps);
-    moba_count_kernel<<<list_blocks, moba_list_warps * 32, 0, stream>>>(L, P, routing.bits, counts);
+    moba_count_kernel<><<<list_blocks, moba_list_warps * 32, 0, stream>>>(L, P, routing.bits, counts);
     check(cudaGetLastError(), "moba_count_kernel launch");
     moba_scan_kernel<1024><<<1, 1024, 0, stream>>>(counts, items, offsets);
     check(cudaGetLastError(), "moba_scan_kernel launch");
     slot_rows = ws.alloc<std::int32_t>(std::size_t(rows * L.slots));
-    moba_fill_kernel<<<list_blocks, moba_list_warps * 32, 0, stream>>>(L, P, routing.bits, offsets, seq_offsets,
+    moba_fill_kernel<><<<list_blocks, moba_list_warps * 32, 0, stream>>>(L, P, routing.bits, offsets, seq_offsets,
                                                                        src_rows, slot_rows);
     check(cudaGetLastError(), "moba_fill_kernel launch");
     const int q_stride = int((p.D + 7) / 8 * 8);  // 16-byte rows for the kernel's copies
