@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,25 @@ __global__ void fill_nan(bfloat16* x, std::size_t n) {
   for (std::size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x)
     x[i].bits = 0x7fc0;
 }
+// Rows per (head, cluster) of a [1, H, N, D] tensor (nearest centroid, as the mask defines it):
+// the cluster-routing row's exact pair count.
+__global__ void cluster_sizes(const bfloat16* x, int H, int N, int D, const float* centroids, int C, unsigned* sizes) {
+  const long long row = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (row >= (long long)H * N) return;
+  const bfloat16* xr = x + row * D;
+  float best = 0.f;
+  int id = 0;
+  for (int c = 0; c < C; ++c) {
+    float d2 = 0.f;
+    for (int d = 0; d < D; ++d) {
+      const float t = cuda::ptx::to_f32(xr[d]) - centroids[c * D + d];
+      d2 = fmaf(t, t, d2);
+    }
+    if (c == 0 || d2 < best) best = d2, id = c;
+  }
+  atomicAdd(&sizes[(row / N) * C + id], 1u);
+}
+
 // Holds the GPU for about `cycles` clocks: queued ahead of a timed call, it hides the host's
 // enqueueing of that call, so the events around the call see GPU time only.
 __global__ void spin(long long cycles) {
@@ -335,6 +355,29 @@ int main(int argc, char** argv) {
       for (index_t qb = 0; qb < N / 128; ++qb) bound += double(std::min<index_t>(12, qb + 1)) * 128 * 128;
       bench("topk-blocks 128 k12 causal N=16384 (work upper bound)", make_attention(Softmax{}, TopKBlocks<Causal>{12, 128, 128}),
             buf, 1, H, N, D, bound);
+    }
+    if (selected("cluster16 N=16384")) {
+      // Routing Transformer clustering: 16 centroids, normal with sigma 0.25 (clusters of
+      // roughly equal size for these inputs); pairs counted exactly from the cluster sizes.
+      const int C = 16;
+      std::vector<float> cent(std::size_t(C * D));
+      std::mt19937 gen(7);
+      std::normal_distribution<float> nd(0.f, 0.25f);
+      for (auto& x : cent) x = nd(gen);
+      float* dcent = nullptr;
+      unsigned* dsizes = nullptr;
+      check(cudaMalloc(&dcent, cent.size() * sizeof(float)), "cudaMalloc");
+      check(cudaMalloc(&dsizes, std::size_t(2 * H * C) * sizeof(unsigned)), "cudaMalloc");
+      check(cudaMemcpy(dcent, cent.data(), cent.size() * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy");
+      check(cudaMemset(dsizes, 0, std::size_t(2 * H * C) * sizeof(unsigned)), "cudaMemset");
+      cluster_sizes<<<unsigned((H * N + 255) / 256), 256>>>(buf.q, int(H), int(N), int(D), dcent, C, dsizes);
+      cluster_sizes<<<unsigned((H * N + 255) / 256), 256>>>(buf.k, int(H), int(N), int(D), dcent, C, dsizes + H * C);
+      std::vector<unsigned> sizes(std::size_t(2 * H * C));
+      check(cudaMemcpy(sizes.data(), dsizes, sizes.size() * sizeof(unsigned), cudaMemcpyDeviceToHost), "cudaMemcpy");
+      double pairs = 0;  // per head on average (bench multiplies by H)
+      for (index_t e = 0; e < H * C; ++e) pairs += double(sizes[e]) * double(sizes[H * C + e]) / double(H);
+      bench("cluster16 N=16384", make_attention(Softmax{}, ClusterRouting{dcent, C}), buf, 1, H, N, D, pairs);
+      cudaFree(dcent), cudaFree(dsizes);
     }
     const std::vector<std::int32_t> lens{4096, 3000, 2500, 2000, 1800, 1500, 900, 588};
     bench_ragged("ragged causal 8 sequences, 16384 tokens", buf, lens, H, D);

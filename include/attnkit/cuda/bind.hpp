@@ -137,22 +137,38 @@ struct DeviceBinder<Or<A, B>> : CombDeviceBinder<A, B, Or> {};
 
 // ------------------------------------------------------------------ pre-pass kernels
 
-// Nearest centroid (Euclidean, ties to the lower index) of every row of a [B, H, N, D] view.
+// Nearest centroid (Euclidean, ties to the lower index) of every row of a [B, H, N, D] view: a
+// thread per row, its row in registers (zero-padded to 128), the centroids (at most 64 x 128)
+// in shared memory, read by every thread at the same address. (A thread per row reading both
+// from global memory left the row's loads uncoalesced and every centroid load waiting.)
 template <class T>
-__global__ void nearest_centroid_kernel(const T* x, std::int64_t s0, std::int64_t s1, std::int64_t s2, int B, int H,
-                                        int N, int D, const float* centroids, int n_clusters, std::uint8_t* out) {
+__global__ void __launch_bounds__(128) nearest_centroid_kernel(const T* x, std::int64_t s0, std::int64_t s1,
+                                                               std::int64_t s2, int B, int H, int N, int D,
+                                                               const float* centroids, int n_clusters, std::uint8_t* out) {
+  constexpr int max_clusters = 64, dim = 128;
+  __shared__ __align__(16) float cs[max_clusters][dim];
+  for (int e = int(threadIdx.x); e < n_clusters * dim; e += int(blockDim.x))
+    cs[e / dim][e % dim] = e % dim < D ? centroids[(e / dim) * D + e % dim] : 0.f;
+  __syncthreads();
   const std::int64_t row = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (row >= std::int64_t(B) * H * N) return;
   const int i = int(row % N), h = int((row / N) % H), b = int(row / (std::int64_t(N) * H));
   const T* xr = x + b * s0 + h * s1 + i * s2;
+  float xv[dim];
+#pragma unroll
+  for (int d = 0; d < dim; ++d) xv[d] = d < D ? ptx::to_f32(xr[d]) : 0.f;
   float best = 0.f;
   int id = 0;
   for (int c = 0; c < n_clusters; ++c) {
-    float d2 = 0.f;
-    for (int d = 0; d < D; ++d) {
-      const float t = ptx::to_f32(xr[d]) - centroids[c * D + d];
-      d2 = fmaf(t, t, d2);
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int d = 0; d < dim; d += 4) {
+      const float4 c4 = *reinterpret_cast<const float4*>(&cs[c][d]);
+      const float t0 = xv[d] - c4.x, t1 = xv[d + 1] - c4.y, t2 = xv[d + 2] - c4.z, t3 = xv[d + 3] - c4.w;
+      acc[0] = fmaf(t0, t0, acc[0]), acc[1] = fmaf(t1, t1, acc[1]);
+      acc[2] = fmaf(t2, t2, acc[2]), acc[3] = fmaf(t3, t3, acc[3]);
     }
+    const float d2 = (acc[0] + acc[1]) + (acc[2] + acc[3]);
     if (c == 0 || d2 < best) best = d2, id = c;
   }
   out[row] = std::uint8_t(id);

@@ -27,13 +27,11 @@
 #include "../mask/routing.hpp"
 #include "../score/partial_state.hpp"
 #include "bind.hpp"
+#include "gather_lists.cuh"
 #include "sequences.cuh"
 
 namespace attnkit::cuda::detail {
 
-// Calls with fewer query rows (decoding steps, short chunks) keep the bound mask: a tile of so
-// few rows routes to few blocks, and the lists' fixed costs would dominate.
-inline constexpr index_t moba_gather_min_rows = 64;
 
 // How the routed pairs are laid out: sequence s = (b * Hq + h) * nkb + kb lists the queries
 // of (b, h) routed to key block kb, other than their own block.
@@ -74,119 +72,31 @@ struct RoutedBlockKV {
   __device__ __forceinline__ const T* any_v() const { return v.data; }
 };
 
-inline constexpr int moba_list_warps = 8;
+// The lists of routed queries: list s = bh * nkb + kb takes the rows of head bh routed to kb;
+// each placed row records its packed row in its slot (the rank of kb among its routed blocks).
+struct MoBARoutedLists {
+  MoBALists L;
+  const std::uint64_t* bits;
+  std::int32_t* slot_rows;  // [B, Hq, Nq, slots]
 
-// Whether query row i of (b, h) is routed to block kb (kb before its own block).
-__device__ __forceinline__ bool moba_routed(const MoBALists& L, const std::uint64_t* bits, std::int64_t bh, int i, int kb) {
-  return (bits[(bh * L.Nq + i) * L.words + kb / 64] >> (kb % 64)) & 1u;
-}
-
-// The lists are built by warps that each scan one piece of `chunk` query rows of one
-// sequence (a warp per whole sequence left 512 warps walking 8K rows each, latency-bound:
-// 0.1 ms to count and 6 ms to fill with the copies, at N = 16384 x 16 heads on the H200).
-// Piece c of sequence s is item s * pieces + c.
-struct MoBAPieces {
-  int chunk, pieces;  // rows per piece, pieces per sequence
-  __host__ __device__ std::int64_t items(const MoBALists& L) const { return L.sequences() * pieces; }
-};
-
-// The piece a warp scans: its sequence s = bh * nkb + kb and its rows [lo, hi).
-struct MoBAPiece {
-  std::int64_t item, s, bh;
-  int kb, c, lo, hi;
-  __device__ MoBAPiece(const MoBALists& L, const MoBAPieces& P, std::int64_t it) : item(it), s(it / P.pieces), bh(s / L.nkb) {
-    kb = int(s % L.nkb), c = int(it % P.pieces);
-    lo = max(L.first_row(kb), c * P.chunk), hi = min(L.Nq, (c + 1) * P.chunk);
+  __host__ __device__ std::int64_t sequences() const { return L.sequences(); }
+  __host__ __device__ int rows() const { return L.Nq; }
+  __device__ std::int64_t head(std::int64_t s) const { return s / L.nkb; }
+  __device__ int first_row(std::int64_t s) const { return L.first_row(int(s % L.nkb)); }
+  __device__ const std::uint64_t* row_bits(std::int64_t s, int i) const { return bits + (head(s) * L.Nq + i) * L.words; }
+  __device__ bool member(std::int64_t s, int i) const {
+    const int kb = int(s % L.nkb);
+    return (row_bits(s, i)[kb / 64] >> (kb % 64)) & 1u;
+  }
+  __device__ void placed(std::int64_t s, int i, int at) const {
+    const int kb = int(s % L.nkb);
+    const std::uint64_t* rb = row_bits(s, i);
+    int slot = 0;  // its routed blocks below kb (its own block is above kb)
+    for (int w = 0; w < kb / 64; ++w) slot += __popcll(rb[w]);
+    slot += __popcll(rb[kb / 64] & ((std::uint64_t(1) << (kb % 64)) - 1));
+    slot_rows[(head(s) * L.Nq + i) * L.slots + slot] = at;
   }
 };
-
-// One warp per piece: how many of its queries are routed to the sequence's block. (The list
-// kernels are templates only so that a header can define them in every translation unit.)
-template <int Warps = moba_list_warps>
-__global__ void moba_count_kernel(MoBALists L, MoBAPieces P, const std::uint64_t* bits, int* counts) {
-  const std::int64_t item = std::int64_t(blockIdx.x) * Warps + threadIdx.x / 32;
-  if (item >= P.items(L)) return;
-  const MoBAPiece pc(L, P, item);
-  const int lane = int(threadIdx.x) % 32;
-  int n = 0;
-  for (int i0 = pc.lo; i0 < pc.hi; i0 += 32) {
-    const int i = i0 + lane;
-    n += __popc(__ballot_sync(0xffffffffu, i < pc.hi && moba_routed(L, bits, pc.bh, i, pc.kb)));
-  }
-  if (lane == 0) counts[item] = n;
-}
-
-// Exclusive prefix sum of counts[0, n) into offsets[0, n] (one CTA).
-template <int NT>
-__global__ void __launch_bounds__(NT) moba_scan_kernel(const int* counts, std::int64_t n, std::int32_t* offsets) {
-  __shared__ int sums[NT];
-  const int tid = int(threadIdx.x);
-  const std::int64_t per = (n + NT - 1) / NT, lo = tid * per, hi = lo + per < n ? lo + per : n;
-  int mine = 0;
-  for (std::int64_t e = lo; e < hi; ++e) mine += counts[e];
-  sums[tid] = mine;
-  __syncthreads();
-  for (int d = 1; d < NT; d *= 2) {  // inclusive scan of the per-thread sums
-    const int add = tid >= d ? sums[tid - d] : 0;
-    __syncthreads();
-    sums[tid] += add;
-    __syncthreads();
-  }
-  int run = sums[tid] - mine;
-  for (std::int64_t e = lo; e < hi; ++e) offsets[e] = run, run += counts[e];
-  if (tid == NT - 1) offsets[n] = sums[NT - 1];
-}
-
-// One warp per piece: its routed queries in row order get packed rows from the piece's
-// offset on; each records its source row (b * Hq + h) * Nq + i in src_rows, and its packed
-// row in the query's slot (the rank of kb among its routed blocks) of slot_rows. The first
-// piece of a sequence writes the sequence's offset (seq_offsets[S] is the total).
-template <int Warps = moba_list_warps>
-__global__ void moba_fill_kernel(MoBALists L, MoBAPieces P, const std::uint64_t* bits, const std::int32_t* offsets,
-                                 std::int32_t* seq_offsets, std::int32_t* src_rows, std::int32_t* slot_rows) {
-  const std::int64_t item = std::int64_t(blockIdx.x) * Warps + threadIdx.x / 32;
-  if (item >= P.items(L)) return;
-  const MoBAPiece pc(L, P, item);
-  const int lane = int(threadIdx.x) % 32, kb = pc.kb;
-  const std::int64_t bh = pc.bh;
-  if (lane == 0 && pc.c == 0) seq_offsets[pc.s] = offsets[item];
-  if (lane == 0 && item == P.items(L) - 1) seq_offsets[L.sequences()] = offsets[item + 1];
-  int next = offsets[item];
-  for (int i0 = pc.lo; i0 < pc.hi; i0 += 32) {
-    const int i = i0 + lane;
-    const bool on = i < pc.hi && moba_routed(L, bits, bh, i, kb);
-    const unsigned found = __ballot_sync(0xffffffffu, on);
-    if (on) {
-      const int at = next + __popc(found & ((1u << lane) - 1u));
-      const std::uint64_t* row_bits = bits + (bh * L.Nq + i) * L.words;
-      int slot = 0;  // its routed blocks below kb (its own block is above kb)
-      for (int w = 0; w < kb / 64; ++w) slot += __popcll(row_bits[w]);
-      slot += __popcll(row_bits[kb / 64] & ((std::uint64_t(1) << (kb % 64)) - 1));
-      slot_rows[(bh * L.Nq + i) * L.slots + slot] = at;
-      src_rows[at] = std::int32_t(bh * L.Nq + i);
-    }
-    next += __popc(found);
-  }
-}
-
-// The routed queries' Q rows into the packed buffer, a thread per 16 bytes (8 values).
-template <class T>
-__global__ void moba_gather_q_kernel(MoBALists L, const std::int32_t* src_rows, std::int64_t routed, SeqRows<const T> q,
-                                     int D, bool vec, T* q_packed, int packed_stride) {
-  const int chunks = (D + 7) / 8;
-  const std::int64_t e = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (e >= routed * chunks) return;
-  const std::int64_t at = e / chunks;
-  const int ch = int(e % chunks), src = src_rows[at];
-  const int bh = src / L.Nq, i = src % L.Nq;
-  const T* from = q.row(bh / L.Hq, bh % L.Hq, i) + ch * 8;
-  T* to = q_packed + at * packed_stride + ch * 8;
-  if (vec) {
-    *reinterpret_cast<uint4*>(to) = *reinterpret_cast<const uint4*>(from);
-  } else {
-    for (int d = 0; d < 8 && ch * 8 + d < D; ++d) to[d] = from[d];
-  }
-}
 
 // One warp per query row: its own block's state (+) its routed blocks' states, then the
 // score's finalize into o (and lse).

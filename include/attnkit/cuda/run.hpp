@@ -30,6 +30,7 @@
 #include "decode_kernel.cuh"
 #include "forward_kernel.cuh"
 #include "linear_chunked.cuh"
+#include "cluster_gather.cuh"
 #include "moba_gather.cuh"
 #include "occupancy.hpp"
 
@@ -215,40 +216,20 @@ void launch_moba_gathered(const Variant& attn, const Score& score, const Call<T,
   std::int32_t* slot_rows = nullptr;
   float *part_o = nullptr, *part_m = nullptr, *part_l = nullptr;
   if (routed > 0) {
-    // Pieces of at least 1024 rows, about 32K of them in all (the scan is one CTA).
-    const std::int64_t want = std::max<std::int64_t>(1, 32768 / S);
-    const int chunk = int(std::max<std::int64_t>(1024, (p.Nq + want - 1) / want + 31) / 32 * 32);
-    const MoBAPieces P{chunk, int((p.Nq + chunk - 1) / chunk)};
-    const std::int64_t items = P.items(L);
-    int* counts = ws.alloc<int>(std::size_t(items));
-    std::int32_t* offsets = ws.alloc<std::int32_t>(std::size_t(items + 1 + S + 1 + routed));  // + seq offsets, sources
-    std::int32_t* seq_offsets = offsets + items + 1;
-    std::int32_t* src_rows = seq_offsets + S + 1;
-    const unsigned list_blocks = blocks_for(items, moba_list_warps);
-    moba_count_kernel<><<<list_blocks, moba_list_warps * 32, 0, stream>>>(L, P, routing.bits, counts);
-    check(cudaGetLastError(), "moba_count_kernel launch");
-    moba_scan_kernel<1024><<<1, 1024, 0, stream>>>(counts, items, offsets);
-    check(cudaGetLastError(), "moba_scan_kernel launch");
     slot_rows = ws.alloc<std::int32_t>(std::size_t(rows * L.slots));
-    moba_fill_kernel<><<<list_blocks, moba_list_warps * 32, 0, stream>>>(L, P, routing.bits, offsets, seq_offsets,
-                                                                       src_rows, slot_rows);
-    check(cudaGetLastError(), "moba_fill_kernel launch");
-    const int q_stride = int((p.D + 7) / 8 * 8);  // 16-byte rows for the kernel's copies
-    T* q_packed = ws.alloc<T>(std::size_t(routed * q_stride));
-    const bool q_vec = rows_16byte_aligned(TensorView<const T>{c.q.data, {p.B, p.Hq, p.Nq, p.D}, {c.q.s[0], c.q.s[1], c.q.s[2]}});
-    moba_gather_q_kernel<T><<<blocks_for(routed * (q_stride / 8), 256), 256, 0, stream>>>(L, src_rows, routed, c.q, int(p.D),
-                                                                                         q_vec, q_packed, q_stride);
-    check(cudaGetLastError(), "moba_gather_q_kernel launch");
+    const BuiltLists lists = build_lists(MoBARoutedLists{L, routing.bits, slot_rows}, routed, ws, stream);
+    int q_stride = 0;
+    const T* q_packed = gather_rows(lists, routed, c.q, p.Hq, p.Nq, p.D, ws, stream, q_stride);
     part_o = ws.alloc<float>(std::size_t(routed * (p.Dv + 2)));
     part_m = part_o + routed * p.Dv, part_l = part_m + routed;
 
     const auto dense_keys = make_attention(score, Full{});
     ForwardArgs<std::remove_const_t<decltype(dense_keys)>, Score, T, float, RoutedBlockKV<T>> a{};
-    a.q = {q_packed, {0, 0, q_stride}, seq_offsets};
+    a.q = {q_packed, {0, 0, q_stride}, lists.seq_offsets};
     a.kv = {c.kv.k, c.kv.v, int(p.Nk), int(moba.block), nkb, int(p.Hq), int(p.group())};
-    a.o = {part_o, {0, 0, p.Dv}, seq_offsets};
-    a.m = {part_m, {0, 0, 1}, seq_offsets};
-    a.l = {part_l, {0, 0, 1}, seq_offsets};
+    a.o = {part_o, {0, 0, p.Dv}, lists.seq_offsets};
+    a.m = {part_m, {0, 0, 1}, lists.seq_offsets};
+    a.l = {part_l, {0, 0, 1}, lists.seq_offsets};
     a.partial = true;
     a.q_offset_given = true;
     a.p = p;
@@ -262,6 +243,42 @@ void launch_moba_gathered(const Variant& attn, const Score& score, const Call<T,
   MoBAMergeArgs<Score, TO> mg{L, int(p.Dv), own_o, own_m, own_l, part_o, part_m, part_l, slot_rows, c.o, c.lse, score};
   moba_merge_kernel<Score, TO><<<blocks_for(rows, moba_merge_warps), moba_merge_warps * 32, 0, stream>>>(mg);
   check(cudaGetLastError(), "moba_merge_kernel launch");
+}
+
+// Cluster-routing prefill as per-cluster lists of queries and keys (cluster_gather.cuh).
+template <class Tiles, class Variant, class Score, class T, class TO>
+void launch_cluster_gathered(const Variant& attn, const Score& score, const Call<T, TO, ContiguousKV<T, false>>& c,
+                             cudaStream_t stream) {
+  const ProblemInfo& p = c.p;
+  Workspace ws(stream);
+  const auto ids = DeviceBinder<ClusterRouting>::prepare(attn.mask, c.prepass, ws, stream);
+  const int C = int(attn.mask.n_clusters);
+  const std::int64_t q_total = p.B * p.Hq * p.Nq, k_total = p.B * p.Hkv * p.Nk;
+  const BuiltLists ql = build_lists(ClusterLists{ids.qc, p.B * p.Hq, int(p.Nq), C}, q_total, ws, stream);
+  const BuiltLists kl = build_lists(ClusterLists{ids.kc, p.B * p.Hkv, int(p.Nk), C}, k_total, ws, stream);
+  int q_stride = 0, k_stride = 0, v_stride = 0;
+  const T* q_packed = gather_rows(ql, q_total, c.q, p.Hq, p.Nq, p.D, ws, stream, q_stride);
+  const T* k_packed = gather_rows(kl, k_total, c.kv.k, p.Hkv, p.Nk, p.D, ws, stream, k_stride);
+  const T* v_packed = gather_rows(kl, k_total, c.kv.v, p.Hkv, p.Nk, p.Dv, ws, stream, v_stride);
+  TO* o_packed = ws.alloc<TO>(std::size_t(q_total * p.Dv));
+  float* lse_packed = c.lse.data ? ws.alloc<float>(std::size_t(q_total)) : nullptr;
+
+  const auto dense_keys = make_attention(score, Full{});
+  ForwardArgs<std::remove_const_t<decltype(dense_keys)>, Score, T, TO, ListedKV<T>> a{};
+  a.q = {q_packed, {0, 0, q_stride}, ql.seq_offsets};
+  a.kv = {k_packed, v_packed, k_stride, v_stride, kl.seq_offsets, int(p.Hq), int(p.group()), C};
+  a.o = {o_packed, {0, 0, p.Dv}, ql.seq_offsets};
+  a.lse = {lse_packed, {0, 0, 1}, ql.seq_offsets};
+  a.q_offset_given = true;
+  a.p = p;
+  a.p.B = p.B * p.Hq * C, a.p.Hq = 1, a.p.Hkv = 1, a.p.q_offset = 0, a.p.key_begin = 0, a.p.key_end = p.Nk;
+  a.attn = dense_keys;
+  a.score = score;
+  a.vec = c.vec;
+  launch_forward<Tiles>(a, q_total, ws, stream);
+  scatter_rows_kernel<TO><<<blocks_for(q_total * p.Dv, 256), 256, 0, stream>>>(ql.src_rows, q_total, o_packed, lse_packed,
+                                                                             int(p.Dv), int(p.Hq), int(p.Nq), c.o, c.lse);
+  check(cudaGetLastError(), "scatter_rows_kernel launch");
 }
 
 template <class Tiles, class Variant, class Score, class T, class TO, class KV>
@@ -345,14 +362,22 @@ void dispatch(const Variant& attn, const Call<T, TO, KV>& c, cudaStream_t stream
     }
   }
 
-  // MoBA prefill: the routed blocks as gathered lists (moba_gather.cuh says which calls keep
-  // the bound mask: modifiers and per-row key counts need each pair's position; partial
-  // states and key ranges are left to the bound mask too).
+  // MoBA and cluster-routing prefills: gathered lists (moba_gather.cuh, cluster_gather.cuh say
+  // which calls keep the bound mask: modifiers and per-row key counts need each pair's
+  // position; partial states and key ranges are left to the bound mask too).
   if constexpr (std::is_same_v<MaskT, MoBA> && !Variant::has_mods && !KV::varlen) {
     if (!c.partial && !score_needs_row_count(score) && p.key_begin == 0 && p.key_end == p.Nk &&
-        p.Nq >= moba_gather_min_rows) {
+        p.Nq >= gather_min_rows) {
       if (std::max(p.D, p.Dv) <= 64) launch_moba_gathered<ForwardTiles<64, 4, 128>>(attn, score, c, stream);
       else launch_moba_gathered<ForwardTiles<128, 8, 128>>(attn, score, c, stream);
+      return;
+    }
+  }
+  if constexpr (std::is_same_v<MaskT, ClusterRouting> && !Variant::has_mods && !KV::varlen) {
+    if (!c.partial && !score_needs_row_count(score) && p.key_begin == 0 && p.key_end == p.Nk &&
+        p.Nq >= gather_min_rows && p.Nk > 0) {
+      if (std::max(p.D, p.Dv) <= 64) launch_cluster_gathered<ForwardTiles<64, 4, 128>>(attn, score, c, stream);
+      else launch_cluster_gathered<ForwardTiles<128, 8, 128>>(attn, score, c, stream);
       return;
     }
   }
