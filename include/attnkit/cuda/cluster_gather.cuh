@@ -26,9 +26,10 @@ struct ClusterLists {
   __host__ __device__ std::int64_t sequences() const { return heads * C; }
   __host__ __device__ int rows() const { return n_rows; }
   __device__ std::int64_t head(std::int64_t s) const { return s / C; }
+  __device__ int key(std::int64_t s) const { return int(s % C); }  // the cluster
   __device__ int first_row(std::int64_t) const { return 0; }
-  __device__ bool member(std::int64_t s, int i) const { return ids[head(s) * n_rows + i] == s % C; }
-  __device__ void placed(std::int64_t, int, int) const {}
+  __device__ bool member(std::int64_t hd, int c, int i) const { return ids[hd * n_rows + i] == c; }
+  __device__ void placed(std::int64_t, int, int, int) const {}
 };
 
 // Keys of sequence s = (b * Hq + h) * C + c: the packed key list (b * Hkv + h / group) * C + c.

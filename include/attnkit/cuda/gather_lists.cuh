@@ -4,10 +4,11 @@
 // belong to it; its rows are packed one list after another. A Lists policy says which:
 //   sequences()          how many lists
 //   rows()               rows per source head
-//   head(s)              the source head (b * H + h) whose rows list s takes
+//   head(s), key(s)      the source head (b * H + h) whose rows list s takes, and what else
+//                        tells s apart (a key block, a cluster): computed once per piece
 //   first_row(s)         no row before it belongs to s
-//   member(s, i)         whether row i belongs to s
-//   placed(s, i, at)     bookkeeping once row i of s has its packed row `at`
+//   member(hd, key, i)   whether row i of head hd belongs to the list (hd, key)
+//   placed(hd, key, i, at)  bookkeeping once that row has its packed row `at`
 // Warps build the lists, each scanning one piece of >= 1024 rows of one list (a warp per whole
 // list left 512 warps walking 8K rows each for MoBA at N = 16384 x 16 heads: latency-bound,
 // 6 ms on the H200): count, a one-CTA scan, fill. The kernels are templates so that a header
@@ -37,10 +38,10 @@ struct ListPieces {
 
 template <class Lists>
 struct ListPiece {
-  std::int64_t item, s;
-  int c, lo, hi;
+  std::int64_t item, s, hd;
+  int key, c, lo, hi;
   __device__ ListPiece(const Lists& L, const ListPieces& P, std::int64_t it) : item(it), s(it / P.pieces) {
-    c = int(it % P.pieces);
+    hd = L.head(s), key = L.key(s), c = int(it % P.pieces);
     lo = max(L.first_row(s), c * P.chunk), hi = min(L.rows(), (c + 1) * P.chunk);
   }
 };
@@ -55,7 +56,7 @@ __global__ void list_count_kernel(const __grid_constant__ Lists L, ListPieces P,
   int n = 0;
   for (int i0 = pc.lo; i0 < pc.hi; i0 += 32) {
     const int i = i0 + lane;
-    n += __popc(__ballot_sync(0xffffffffu, i < pc.hi && L.member(pc.s, i)));
+    n += __popc(__ballot_sync(0xffffffffu, i < pc.hi && L.member(pc.hd, pc.key, i)));
   }
   if (lane == 0) counts[item] = n;
 }
@@ -96,12 +97,12 @@ __global__ void list_fill_kernel(const __grid_constant__ Lists L, ListPieces P, 
   int next = offsets[item];
   for (int i0 = pc.lo; i0 < pc.hi; i0 += 32) {
     const int i = i0 + lane;
-    const bool on = i < pc.hi && L.member(pc.s, i);
+    const bool on = i < pc.hi && L.member(pc.hd, pc.key, i);
     const unsigned found = __ballot_sync(0xffffffffu, on);
     if (on) {
       const int at = next + __popc(found & ((1u << lane) - 1u));
-      src_rows[at] = std::int32_t(L.head(pc.s) * L.rows() + i);
-      L.placed(pc.s, i, at);
+      src_rows[at] = std::int32_t(pc.hd * L.rows() + i);
+      L.placed(pc.hd, pc.key, i, at);
     }
     next += __popc(found);
   }

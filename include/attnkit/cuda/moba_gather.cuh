@@ -82,19 +82,16 @@ struct MoBARoutedLists {
   __host__ __device__ std::int64_t sequences() const { return L.sequences(); }
   __host__ __device__ int rows() const { return L.Nq; }
   __device__ std::int64_t head(std::int64_t s) const { return s / L.nkb; }
-  __device__ int first_row(std::int64_t s) const { return L.first_row(int(s % L.nkb)); }
-  __device__ const std::uint64_t* row_bits(std::int64_t s, int i) const { return bits + (head(s) * L.Nq + i) * L.words; }
-  __device__ bool member(std::int64_t s, int i) const {
-    const int kb = int(s % L.nkb);
-    return (row_bits(s, i)[kb / 64] >> (kb % 64)) & 1u;
-  }
-  __device__ void placed(std::int64_t s, int i, int at) const {
-    const int kb = int(s % L.nkb);
-    const std::uint64_t* rb = row_bits(s, i);
+  __device__ int key(std::int64_t s) const { return int(s % L.nkb); }  // the key block
+  __device__ int first_row(std::int64_t s) const { return L.first_row(key(s)); }
+  __device__ const std::uint64_t* row_bits(std::int64_t hd, int i) const { return bits + (hd * L.Nq + i) * L.words; }
+  __device__ bool member(std::int64_t hd, int kb, int i) const { return (row_bits(hd, i)[kb / 64] >> (kb % 64)) & 1u; }
+  __device__ void placed(std::int64_t hd, int kb, int i, int at) const {
+    const std::uint64_t* rb = row_bits(hd, i);
     int slot = 0;  // its routed blocks below kb (its own block is above kb)
     for (int w = 0; w < kb / 64; ++w) slot += __popcll(rb[w]);
     slot += __popcll(rb[kb / 64] & ((std::uint64_t(1) << (kb % 64)) - 1));
-    slot_rows[(head(s) * L.Nq + i) * L.slots + slot] = at;
+    slot_rows[(hd * L.Nq + i) * L.slots + slot] = at;
   }
 };
 
