@@ -5,9 +5,11 @@
 //         kept (causal inside it); ties to the lower block index.
 //   ClusterRouting: shared centroids [n_clusters, D]; q and k interact iff their nearest
 //         centroid (Euclidean, ties to the lower index) is the same (Routing Transformer).
-// Backends bind them per head to the plain masks below (MoBARows, ClusterIds).
+// Backends bind them per head to the plain masks below (MoBARows, ClusterIds); the CUDA
+// backend's prefills instead gather each block's or cluster's rows (cuda/moba_gather.cuh,
+// cuda/cluster_gather.cuh).
 //   OwnBlockCausal: the part of MoBA that needs no routing, each query's own block up to
-//         itself (the CUDA backend runs it apart from the routed blocks, cuda/moba_gather.cuh).
+//         itself (the CUDA backend runs it apart from the routed blocks).
 #include <cstdint>
 #include <string>
 
