@@ -171,6 +171,15 @@ void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, index_t 
   check(cudaGetLastError(), "forward_kernel launch");
 }
 
+// The forward kernel's tiles for the head dims of p: f(Tiles{}). Measured at D = 64: 4 warps x
+// 3 CTAs 1.18x 4 x 2 (8 ping-pong warps x 1: 0.945 of 4 x 2), 128-key tiles 1.03x 64-key ones
+// with TMA; at D = 128 8 warps x 1 CTA is best.
+template <class F>
+void with_forward_tiles(const ProblemInfo& p, F&& f) {
+  if (std::max(p.D, p.Dv) <= 64) f(ForwardTiles<64, 4, 128>{});
+  else f(ForwardTiles<128, 8, 128>{});
+}
+
 // MoBA prefill as routed lists and own blocks (moba_gather.cuh).
 template <class Tiles, class Variant, class Score, class T, class TO>
 void launch_moba_gathered(const Variant& attn, const Score& score, const Call<T, TO, ContiguousKV<T, false>>& c,
@@ -365,19 +374,15 @@ void dispatch(const Variant& attn, const Call<T, TO, KV>& c, cudaStream_t stream
   // MoBA and cluster-routing prefills: gathered lists (moba_gather.cuh, cluster_gather.cuh say
   // which calls keep the bound mask: modifiers and per-row key counts need each pair's
   // position; partial states and key ranges are left to the bound mask too).
-  if constexpr (std::is_same_v<MaskT, MoBA> && !Variant::has_mods && !KV::varlen) {
+  constexpr bool moba = std::is_same_v<MaskT, MoBA>, clusters = std::is_same_v<MaskT, ClusterRouting>;
+  if constexpr ((moba || clusters) && !Variant::has_mods && !KV::varlen) {
     if (!c.partial && !score_needs_row_count(score) && p.key_begin == 0 && p.key_end == p.Nk &&
-        p.Nq >= gather_min_rows) {
-      if (std::max(p.D, p.Dv) <= 64) launch_moba_gathered<ForwardTiles<64, 4, 128>>(attn, score, c, stream);
-      else launch_moba_gathered<ForwardTiles<128, 8, 128>>(attn, score, c, stream);
-      return;
-    }
-  }
-  if constexpr (std::is_same_v<MaskT, ClusterRouting> && !Variant::has_mods && !KV::varlen) {
-    if (!c.partial && !score_needs_row_count(score) && p.key_begin == 0 && p.key_end == p.Nk &&
-        p.Nq >= gather_min_rows && p.Nk > 0) {
-      if (std::max(p.D, p.Dv) <= 64) launch_cluster_gathered<ForwardTiles<64, 4, 128>>(attn, score, c, stream);
-      else launch_cluster_gathered<ForwardTiles<128, 8, 128>>(attn, score, c, stream);
+        p.Nq >= gather_min_rows && (moba || p.Nk > 0)) {
+      with_forward_tiles(p, [&](auto tiles) {
+        using Tiles = decltype(tiles);
+        if constexpr (moba) launch_moba_gathered<Tiles>(attn, score, c, stream);
+        else launch_cluster_gathered<Tiles>(attn, score, c, stream);
+      });
       return;
     }
   }
@@ -393,8 +398,7 @@ void dispatch(const Variant& attn, const Call<T, TO, KV>& c, cudaStream_t stream
   args.vec = c.vec;
   Workspace workspace(stream);  // freed stream-ordered after the launch
   if constexpr (!KV::varlen) args.bind = DeviceBinder<MaskT>::prepare(attn.mask, c.prepass, workspace, stream);
-  if (std::max(p.D, p.Dv) <= 64) launch_forward<ForwardTiles<64, 4, 128>>(args, c.q_rows_total, workspace, stream);  // measured at D=64: 4 warps x 3 CTAs 1.18x 4 x 2 (8 ping-pong warps x 1: 0.945 of 4 x 2); 128-key tiles 1.03x 64-key ones with TMA
-  else launch_forward<ForwardTiles<128, 8, 128>>(args, c.q_rows_total, workspace, stream);  // 8 warps x 1 CTA best at D=128
+  with_forward_tiles(p, [&](auto tiles) { launch_forward<decltype(tiles)>(args, c.q_rows_total, workspace, stream); });
 }
 
 // Checks shared by every entry point; returns the resolved score's name check for lse.
