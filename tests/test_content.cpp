@@ -49,6 +49,15 @@ TEST_CASE("MoBA with blocks of whole key tiles (row intervals per tile) matches 
   }
 }
 
+// Key blocks of whole tiles: block top-k over a band is then a band or nothing per row inside
+// a tile (And<BlockMask, band>::block_span), sinks included.
+TEST_CASE("block top-k with key blocks of whole tiles matches the reference", "[content]") {
+  for (const Shape& s : {Shape{1, 4, 2, 300, 300, 32, 16, false, {}}, Shape{2, 2, 1, 130, 333, 24, 24, true, {}}}) {
+    check_variant<float>(make_attention(Softmax{}, TopKBlocks<Causal>{3, 64, 128}), s);
+    check_variant<float>(make_attention(Sigmoid{}, TopKBlocks<SlidingWindow>{2, 32, 128, {150, 0, 4}}), s);
+  }
+}
+
 TEST_CASE("block top-k, MoBA and cluster routing select like the reference", "[content]") {
   const Shape s{2, 2, 1, 150, 150, 32, 16, true, {}};
   check_selection(make_attention(Softmax{}, TopKBlocks<Causal>{3, 32, 16}), s, {});

@@ -65,6 +65,25 @@ TEST_CASE("cuda: MoBA blocks of whole key tiles (one block span per row and tile
   }
 }
 
+// Block top-k scores its candidates a warp per query block (lanes take every 32nd key block,
+// their lists merged): here 50-80 candidates and k up to 9, so the kept blocks come from many
+// lanes; D = 70 takes the scalar loads of the means. Key blocks of 128 hold whole key tiles:
+// partial tiles then take the band's spans. Cluster routing with 16-byte rows (D = 128,
+// vector loads and the vector scatter) and without (D = 70, Dv = 36).
+TEST_CASE("cuda: block top-k and cluster routing: pre-passes, block spans, unaligned rows", "[cuda]") {
+  for (const Shape& s : {Shape{1, 4, 2, 800, 800, 128, 128, false, {}}, Shape{2, 2, 1, 640, 650, 70, 36, true, {}}}) {
+    check<bfloat16>(make_attention(Softmax{}, TopKBlocks<Causal>{9, 16, 16}), s);
+    check<attnkit::half>(make_attention(Softmax{}, TopKBlocks<Full>{5, 64, 8}), s);
+    // key blocks of whole tiles: partial tiles from the band's spans (sinks included)
+    check<bfloat16>(make_attention(Softmax{}, TopKBlocks<Causal>{3, 64, 128}), s);
+    check<bfloat16>(make_attention(Sigmoid{}, TopKBlocks<SlidingWindow>{2, 32, 128, {300, 0, 4}}), s);
+    std::vector<float, ManagedAllocator<float>> centroids(std::size_t(12 * s.D));
+    std::normal_distribution<float> n;
+    for (auto& x : centroids) x = 0.3f * n(rng());
+    check<bfloat16>(make_attention(Softmax{}, ClusterRouting{centroids.data(), 12}), s);
+  }
+}
+
 TEST_CASE("cuda: float output, lse and score modifiers", "[cuda]") {
   const Shape s{1, 4, 2, 200, 260, 64, 64, true, {}};
   Tensor<float, ManagedAllocator<float>> slopes_t(Shape{1, 1, 1, 1, 1, 1, 1}, 1, 1, 4);

@@ -10,6 +10,7 @@
 // supported by this backend (supports_mask<TopK<...>> is false; run() says so at compile time).
 #include <cuda_runtime_api.h>
 
+#include <climits>
 #include <cstdint>
 #include <mutex>
 
@@ -44,11 +45,16 @@ struct PrepassInputs {
   ProblemInfo p;
 };
 
-// Whether every q row is 16-byte aligned (the routing kernels then load them as vectors).
+// Whether every row of a [B, H, N, D] view of 16-bit values is 16-byte aligned (the pre-pass
+// kernels then load them as vectors).
+template <class T>
+bool rows_aligned16(const T* x, const std::int64_t (&s)[3], index_t D) {
+  static_assert(sizeof(T) == 2);
+  return reinterpret_cast<std::uintptr_t>(x) % 16 == 0 && s[0] % 8 == 0 && s[1] % 8 == 0 && s[2] % 8 == 0 && D % 8 == 0;
+}
 template <class T>
 bool moba_rows_aligned(const PrepassInputs<T>& in) {
-  const bool strides = in.qs[0] % 8 == 0 && in.qs[1] % 8 == 0 && in.qs[2] % 8 == 0;
-  return reinterpret_cast<std::uintptr_t>(in.q) % 16 == 0 && strides && in.p.D % 8 == 0;
+  return rows_aligned16(in.q, in.qs, in.p.D);
 }
 
 // attnkit's own stream-ordered memory pool of the current device. It keeps up to 256 MB
@@ -137,15 +143,39 @@ struct DeviceBinder<Or<A, B>> : CombDeviceBinder<A, B, Or> {};
 
 // ------------------------------------------------------------------ pre-pass kernels
 
+// Rows of at most row_dim values that the pre-pass kernels keep in registers, a thread per row.
+inline constexpr int row_dim = 128;
+
+// A row of D <= row_dim 16-bit values as floats, zeros past D: sixteen 16-byte loads when the
+// row is 16-byte aligned (`vec`), else one load per value. (A thread per row loading a value
+// at a time issues 128 loads that each touch 32 rows' cache lines: 220 us for the nearest-
+// centroid pass over 16384 x 16 rows on the H200, against ~40 with vectors.)
+template <class T>
+__device__ __forceinline__ void load_row_f32(const T* row, int D, bool vec, float (&x)[row_dim]) {
+  if (vec) {
+#pragma unroll
+    for (int d = 0; d < row_dim; d += 8) {
+      uint4 w = make_uint4(0, 0, 0, 0);
+      if (d < D) w = *reinterpret_cast<const uint4*>(row + d);
+      const T* e = reinterpret_cast<const T*>(&w);
+#pragma unroll
+      for (int u = 0; u < 8; ++u) x[d + u] = ptx::to_f32(e[u]);
+    }
+  } else {
+#pragma unroll
+    for (int d = 0; d < row_dim; ++d) x[d] = d < D ? ptx::to_f32(row[d]) : 0.f;
+  }
+}
+
 // Nearest centroid (Euclidean, ties to the lower index) of every row of a [B, H, N, D] view: a
 // thread per row, its row in registers (zero-padded to 128), the centroids (at most 64 x 128)
 // in shared memory, read by every thread at the same address. (A thread per row reading both
 // from global memory left the row's loads uncoalesced and every centroid load waiting.)
 template <class T>
 __global__ void __launch_bounds__(128) nearest_centroid_kernel(const T* x, std::int64_t s0, std::int64_t s1,
-                                                               std::int64_t s2, int B, int H, int N, int D,
+                                                               std::int64_t s2, int B, int H, int N, int D, bool vec,
                                                                const float* centroids, int n_clusters, std::uint8_t* out) {
-  constexpr int max_clusters = 64, dim = 128;
+  constexpr int max_clusters = 64, dim = row_dim;
   __shared__ __align__(16) float cs[max_clusters][dim];
   for (int e = int(threadIdx.x); e < n_clusters * dim; e += int(blockDim.x))
     cs[e / dim][e % dim] = e % dim < D ? centroids[(e / dim) * D + e % dim] : 0.f;
@@ -153,10 +183,8 @@ __global__ void __launch_bounds__(128) nearest_centroid_kernel(const T* x, std::
   const std::int64_t row = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (row >= std::int64_t(B) * H * N) return;
   const int i = int(row % N), h = int((row / N) % H), b = int(row / (std::int64_t(N) * H));
-  const T* xr = x + b * s0 + h * s1 + i * s2;
   float xv[dim];
-#pragma unroll
-  for (int d = 0; d < dim; ++d) xv[d] = d < D ? ptx::to_f32(xr[d]) : 0.f;
+  load_row_f32(x + b * s0 + h * s1 + i * s2, D, vec, xv);
   float best = 0.f;
   int id = 0;
   for (int c = 0; c < n_clusters; ++c) {
@@ -231,11 +259,12 @@ struct TopList {
 // broadcast). (A thread per row reading both from global memory, the row uncoalesced, took
 // 4.1 ms for MoBA's routing at N = 16384 x 16 heads on the H100 and 1.1 ms for TopKBlocks':
 // longer than the attention after it.)
-inline constexpr int route_threads = 128, route_chunk = 32, route_dim = 128;
+inline constexpr int route_threads = 128, route_chunk = 32, route_dim = row_dim;
 
 // A Policy gives the rows and what may be chosen:
 //   rows()                        rows per (batch, head)
 //   load(b, h, r, x)              the row as floats into x[route_dim], zeros past D
+//                                 (route_warp_kernel: element(b, h, r, d), d < D)
 //   limit(b, h, r)                blocks [0, limit) are candidates ...
 //   allowed(b, h, r, kb)          ... where this holds
 //   keep()                        how many to keep
@@ -276,6 +305,62 @@ __global__ void __launch_bounds__(route_threads) route_kernel(const __grid_const
   if (live) pol.write(b, h, r, top);
 }
 
+// The same selection for few rows with many candidates each (TopKBlocks: a row per query
+// block, so N = 16384 with blocks of 128 gives 2048 rows, 16 CTAs of route_kernel: 184 us on
+// the H200 for 128 candidates a row). A warp per row: the row in shared memory (policy:
+// element(b, h, r, d)), each lane scoring every 32nd candidate against its key-block mean into
+// its own TopList, then the lanes' lists merged best first, (score, lower index) as the order
+// TopList keeps, so the selection is route_kernel's.
+inline constexpr int route_warps = 4;
+template <class Policy>
+__global__ void __launch_bounds__(route_warps * 32) route_warp_kernel(const __grid_constant__ Policy pol,
+                                                                      const float* kmeans, int D, int nkb, int Hq,
+                                                                      int Hkv) {
+  __shared__ __align__(16) float rows[route_warps][route_dim];
+  const int bh = int(blockIdx.y), b = bh / Hq, h = bh % Hq, hk = h / (Hq / Hkv);
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  const int r = int(blockIdx.x) * route_warps + warp;
+  if (r >= pol.rows()) return;  // whole warps: only warp-level synchronisation below
+  float* x = rows[warp];
+  for (int d = lane; d < route_dim; d += 32) x[d] = d < D ? pol.element(b, h, r, d) : 0.f;
+  __syncwarp();
+  const int limit = pol.limit(b, h, r), keep = pol.keep();
+  const float* kbase = kmeans + (std::int64_t(b) * Hkv + hk) * nkb * D;
+  TopList top;
+  for (int kb = lane; kb < limit; kb += 32) {
+    if (!pol.allowed(b, h, r, kb)) continue;
+    const float* mean = kbase + std::int64_t(kb) * D;
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};  // route_kernel's summation order
+    for (int d = 0; d < D; d += 4) {
+      float4 m4;  // the means are packed rows of D floats: 16-byte aligned when D % 4 == 0
+      if (D % 4 == 0) m4 = *reinterpret_cast<const float4*>(mean + d);
+      else m4 = make_float4(mean[d], d + 1 < D ? mean[d + 1] : 0.f, d + 2 < D ? mean[d + 2] : 0.f, d + 3 < D ? mean[d + 3] : 0.f);
+      acc[0] = fmaf(x[d], m4.x, acc[0]);
+      acc[1] = fmaf(x[d + 1], m4.y, acc[1]);
+      acc[2] = fmaf(x[d + 2], m4.z, acc[2]);
+      acc[3] = fmaf(x[d + 3], m4.w, acc[3]);
+    }
+    top.offer((acc[0] + acc[1]) + (acc[2] + acc[3]), kb, keep);
+  }
+  // Merge: each round the best head of the 32 lists (ties to the lower index) moves to `best`.
+  TopList best;
+  int at = 0;
+  for (int t = 0; t < keep; ++t) {
+    float sc = at < top.n ? top.score[at] : neg_inf;
+    int ix = at < top.n ? top.index[at] : INT_MAX;
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) {
+      const float s2 = __shfl_xor_sync(0xffffffffu, sc, off);
+      const int i2 = __shfl_xor_sync(0xffffffffu, ix, off);
+      if (s2 > sc || (!(s2 < sc) && i2 < ix)) sc = s2, ix = i2;
+    }
+    if (ix == INT_MAX) break;  // every list is spent (the same on all lanes)
+    if (at < top.n && top.index[at] == ix) ++at;
+    best.score[t] = sc, best.index[t] = ix, best.n = t + 1;
+  }
+  if (lane == 0) pol.write(b, h, r, best);
+}
+
 // MoBA: per query row its own block and the top_k - 1 best earlier blocks, as bits.
 template <class T>
 struct MoBARoute {
@@ -284,23 +369,10 @@ struct MoBARoute {
   bool vec;  // 16-byte aligned q rows
   std::uint64_t* bits;
 
+  static constexpr bool warp_per_row = false;
   __device__ int rows() const { return int(in.p.Nq); }
   __device__ void load(int b, int h, int i, float (&x)[route_dim]) const {
-    const T* q = in.q + b * in.qs[0] + h * in.qs[1] + i * in.qs[2];
-    const int D = int(in.p.D);
-    if (vec) {
-#pragma unroll
-      for (int d = 0; d < route_dim; d += 8) {
-        uint4 w = make_uint4(0, 0, 0, 0);
-        if (d < D) w = *reinterpret_cast<const uint4*>(q + d);
-        const T* e = reinterpret_cast<const T*>(&w);
-#pragma unroll
-        for (int u = 0; u < 8; ++u) x[d + u] = ptx::to_f32(e[u]);
-      }
-    } else {
-#pragma unroll
-      for (int d = 0; d < route_dim; ++d) x[d] = d < D ? ptx::to_f32(q[d]) : 0.f;
-    }
+    load_row_f32(in.q + b * in.qs[0] + h * in.qs[1] + i * in.qs[2], int(in.p.D), vec, x);
   }
   __device__ std::int64_t own(int i) const { return in.p.pos(i) / block; }
   __device__ int limit(int, int, int i) const { return int(own(i) < nkb ? own(i) : nkb); }
@@ -324,11 +396,10 @@ struct TopKBlocksRoute {
   int bq, bk, nqb, nkb, k;
   unsigned char* bitmap;
 
+  static constexpr bool warp_per_row = true;
   __device__ int rows() const { return nqb; }
-  __device__ void load(int b, int h, int qb, float (&x)[route_dim]) const {
-    const float* row = qmeans + ((std::int64_t(b) * p.Hq + h) * nqb + qb) * p.D;
-#pragma unroll
-    for (int d = 0; d < route_dim; ++d) x[d] = d < p.D ? row[d] : 0.f;
+  __device__ float element(int b, int h, int qb, int d) const {
+    return qmeans[((std::int64_t(b) * p.Hq + h) * nqb + qb) * p.D + d];
   }
   // The query block's rows [i_lo, i_hi) (query blocks are in positions).
   __device__ std::int64_t i_lo(int qb) const { return max(std::int64_t(qb) * bq - p.q_offset, std::int64_t(0)); }
@@ -357,14 +428,19 @@ struct TopKBlocksRoute {
   }
 };
 
+// Policies with Policy::warp_per_row (few rows, many candidates) take route_warp_kernel.
 template <class Policy>
 void launch_route(const Policy& pol, int rows, const float* kmeans, const ProblemInfo& p, int nkb, cudaStream_t s,
                   const char* what) {
   require(p.D <= route_dim, "q.shape", "content-dependent masks on the GPU support head dims up to 128");
   require(p.B * p.Hq <= 65535, "q.shape", "batch x heads must be at most 65535 for GPU routing");
   if (rows == 0) return;
-  route_kernel<Policy><<<dim3(blocks_for(rows, route_threads), unsigned(p.B * p.Hq)), route_threads, 0, s>>>(
-      pol, kmeans, int(p.D), nkb, int(p.Hq), int(p.Hkv));
+  if constexpr (Policy::warp_per_row)
+    route_warp_kernel<Policy><<<dim3(blocks_for(rows, route_warps), unsigned(p.B * p.Hq)), route_warps * 32, 0, s>>>(
+        pol, kmeans, int(p.D), nkb, int(p.Hq), int(p.Hkv));
+  else
+    route_kernel<Policy><<<dim3(blocks_for(rows, route_threads), unsigned(p.B * p.Hq)), route_threads, 0, s>>>(
+        pol, kmeans, int(p.D), nkb, int(p.Hq), int(p.Hkv));
   check(cudaGetLastError(), what);
 }
 
@@ -384,11 +460,13 @@ struct DeviceBinder<ClusterRouting> {
     std::uint8_t* kc = ws.alloc<std::uint8_t>(std::size_t(p.B * p.Hkv * p.Nk));
     const int nt = 128;
     nearest_centroid_kernel<<<blocks_for(p.B * p.Hq * p.Nq, nt), nt, 0, s>>>(
-        in.q, in.qs[0], in.qs[1], in.qs[2], int(p.B), int(p.Hq), int(p.Nq), int(p.D), m.centroids, int(m.n_clusters), qc);
+        in.q, in.qs[0], in.qs[1], in.qs[2], int(p.B), int(p.Hq), int(p.Nq), int(p.D), rows_aligned16(in.q, in.qs, p.D),
+        m.centroids, int(m.n_clusters), qc);
     check(cudaGetLastError(), "nearest_centroid_kernel (queries)");
     if (p.Nk > 0) {
       nearest_centroid_kernel<<<blocks_for(p.B * p.Hkv * p.Nk, nt), nt, 0, s>>>(
-          in.k, in.ks[0], in.ks[1], in.ks[2], int(p.B), int(p.Hkv), int(p.Nk), int(p.D), m.centroids, int(m.n_clusters), kc);
+          in.k, in.ks[0], in.ks[1], in.ks[2], int(p.B), int(p.Hkv), int(p.Nk), int(p.D), rows_aligned16(in.k, in.ks, p.D),
+          m.centroids, int(m.n_clusters), kc);
       check(cudaGetLastError(), "nearest_centroid_kernel (keys)");
     }
     return {qc, kc};

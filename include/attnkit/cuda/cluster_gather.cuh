@@ -56,17 +56,32 @@ struct ListedKV {
   __device__ __forceinline__ const T* any_v() const { return v; }
 };
 
-// Packed output rows (and their lse) back to the queries they belong to, a thread per value.
+// Packed output rows (and their lse) back to the queries they belong to: a thread per 16 bytes
+// of a row when every row is 16-byte aligned (`vec`), else per value. (A thread per value took
+// 194 us for 16384 x 16 rows of 128 bfloat16 values on the H200: a 64-bit division chain and
+// a 2-byte store per value.)
 template <class TO>
-__global__ void scatter_rows_kernel(const std::int32_t* src_rows, std::int64_t n, const TO* packed, const float* lse_packed,
-                                    int Dv, int H, int rows, SeqRows<TO> o, SeqRows<float> lse) {
+__global__ void scatter_rows_kernel(const std::int32_t* src_rows, int n, const TO* packed, const float* lse_packed,
+                                    int Dv, int H, int rows, bool vec, SeqRows<TO> o, SeqRows<float> lse) {
+  const int per = vec ? int(16 / sizeof(TO)) : 1, chunks = (Dv + per - 1) / per;
   const std::int64_t e = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (e >= n * Dv) return;
-  const std::int64_t at = e / Dv;
-  const int d = int(e % Dv), src = src_rows[at];
-  const int bh = src / rows, i = src % rows;
-  o.row(bh / H, bh % H, i)[d] = packed[e];
-  if (lse_packed && d == 0) *lse.row(bh / H, bh % H, i) = lse_packed[at];
+  if (e >= std::int64_t(n) * chunks) return;
+  const int at = int(e / chunks), d = int(e - std::int64_t(at) * chunks) * per, src = src_rows[at];
+  const int bh = src / rows, i = src - bh * rows, b = bh / H, h = bh - b * H;
+  TO* dst = o.row(b, h, i) + d;
+  const TO* from = packed + std::int64_t(at) * Dv + d;
+  if (vec) *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(from);
+  else *dst = *from;
+  if (lse_packed && d == 0) *lse.row(b, h, i) = lse_packed[at];
+}
+
+// Whether scatter_rows_kernel may move 16-byte pieces: o's rows and the packed rows (Dv apart
+// from an aligned base) all 16-byte aligned.
+template <class TO>
+bool scatter_vectors(const SeqRows<TO>& o, index_t Dv) {
+  constexpr index_t per = 16 / sizeof(TO);
+  return reinterpret_cast<std::uintptr_t>(o.data) % 16 == 0 && o.s[0] % per == 0 && o.s[1] % per == 0 &&
+         o.s[2] % per == 0 && Dv % per == 0;
 }
 
 }  // namespace attnkit::cuda::detail

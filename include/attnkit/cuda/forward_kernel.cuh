@@ -921,19 +921,20 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
       };
       if (kind != TileKind::full) {
         if constexpr (BlockSpanMask<MaskT>) {
-          // A tile inside one block of the mask: each row's keys are one interval (clipped to
-          // [k_begin, k_end)), two unsigned compares per key.
+          // A tile inside one block of the mask: each row's keys are a band plus sinks (clipped
+          // to [k_begin, k_end)), as for SpanMask: two unsigned compares per key.
           const index_t blk = mask.span_block(), kb = j0 / blk;
           if ((j0 + BN - 1) / blk == kb) {
-            int lo_i[2], w[2];
-            const int no_sinks[2] = {0, 0};
+            int lo_i[2], w[2], sw[2];
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
               const RowSpan sp = row_ok[r] ? mask.block_span(row_pos[r], kb) : RowSpan{0, 0, 0};
               const index_t lo = sp.lo > k_begin ? sp.lo : k_begin, hi = sp.hi < k_end ? sp.hi : k_end;
+              const index_t sink_hi = sp.sinks < hi ? sp.sinks : hi;
               lo_i[r] = int(lo), w[r] = hi > lo ? int(hi - lo) : 0;
+              sw[r] = sink_hi > k_begin ? int(sink_hi - k_begin) : 0;
             }
-            allow = interval_bits(lo_i, w, no_sinks);
+            allow = interval_bits(lo_i, w, sw);
           } else {
             allow = allowed_bits();
           }

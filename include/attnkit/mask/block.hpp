@@ -57,6 +57,9 @@ struct BlockMask {
     return qb < q_blocks && kb < k_blocks && block_on(qb, kb);
   }
   ATTNKIT_HD TileKind classify(const TileRect& r) const { return detail::classify_blocks(*this, r); }
+  // BlockConstMask: a row takes all or none of key block kb.
+  ATTNKIT_HD index_t span_block() const { return block_k; }
+  ATTNKIT_HD bool block_allows(index_t pos, index_t kb) const { return allowed(pos, kb * block_k); }
 };
 
 // BSR lists: the allowed key blocks of query block qb are col_idx[row_ptr[qb] .. row_ptr[qb+1]),

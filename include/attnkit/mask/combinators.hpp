@@ -31,6 +31,22 @@ struct And {
     const KeyBounds x = mask_key_bounds(a, q_lo, q_hi, nk), y = mask_key_bounds(b, q_lo, q_hi, nk);
     return {x.lo > y.lo ? x.lo : y.lo, x.hi < y.hi ? x.hi : y.hi};
   }
+  // A block layout and a band (block top-k over a causal base, as bound): inside one block a
+  // row takes the band or nothing, so partial tiles inside a block need no allowed() per key
+  // (BlockSpanMask; a call per key was two 64-bit divisions and a load).
+  static constexpr bool block_and_band = (BlockConstMask<A> && SpanMask<B>) || (SpanMask<A> && BlockConstMask<B>);
+  ATTNKIT_HD index_t span_block() const
+    requires block_and_band
+  {
+    if constexpr (BlockConstMask<A>) return a.span_block();
+    else return b.span_block();
+  }
+  ATTNKIT_HD RowSpan block_span(index_t pos, index_t kb) const
+    requires block_and_band
+  {
+    if constexpr (BlockConstMask<A>) return a.block_allows(pos, kb) ? b.row_span(pos) : RowSpan{0, 0, 0};
+    else return b.block_allows(pos, kb) ? a.row_span(pos) : RowSpan{0, 0, 0};
+  }
 };
 
 template <class A, class B>

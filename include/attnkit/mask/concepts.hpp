@@ -51,12 +51,21 @@ concept SpanMask = requires(const M m, index_t pos) {
   { m.row_span(pos) } -> std::same_as<RowSpan>;
 };
 
-// Masks whose allowed keys inside one block of span_block() keys form one interval per row
-// (bound MoBA: all of a routed block up to the causal limit): a tile that lies inside one
+// Masks whose allowed keys inside one block of span_block() keys form a band plus sinks per
+// row (bound MoBA: all of a routed block up to the causal limit): block_span(pos, kb) holds
+// for the keys of block kb (outside it, it says nothing), and a tile that lies inside one
 // block then needs one block_span() per row and two compares per key.
 template <class M>
 concept BlockSpanMask = requires(const M m, index_t pos, index_t kb) {
   { m.block_span(pos, kb) } -> std::same_as<RowSpan>;
+  { m.span_block() } -> std::convertible_to<index_t>;
+};
+
+// Masks that give each row all or none of a block of span_block() keys (block layouts).
+// And-ed with a SpanMask they make a BlockSpanMask (block top-k over a causal base).
+template <class M>
+concept BlockConstMask = requires(const M m, index_t pos, index_t kb) {
+  { m.block_allows(pos, kb) } -> std::convertible_to<bool>;
   { m.span_block() } -> std::convertible_to<index_t>;
 };
 
