@@ -75,13 +75,4 @@ __global__ void scatter_rows_kernel(const std::int32_t* src_rows, int n, const T
   if (lse_packed && d == 0) *lse.row(b, h, i) = lse_packed[at];
 }
 
-// Whether scatter_rows_kernel may move 16-byte pieces: o's rows and the packed rows (Dv apart
-// from an aligned base) all 16-byte aligned.
-template <class TO>
-bool scatter_vectors(const SeqRows<TO>& o, index_t Dv) {
-  constexpr index_t per = 16 / sizeof(TO);
-  return reinterpret_cast<std::uintptr_t>(o.data) % 16 == 0 && o.s[0] % per == 0 && o.s[1] % per == 0 &&
-         o.s[2] % per == 0 && Dv % per == 0;
-}
-
 }  // namespace attnkit::cuda::detail

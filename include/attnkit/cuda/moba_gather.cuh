@@ -9,13 +9,14 @@
 //   2. per (batch, head, key block) the list of queries routed to that block, in row order,
 //      their Q rows copied into a packed buffer (one sequence of a varlen problem each);
 //   3. the forward kernel over those sequences, keys = the block's rows, no mask, writing
-//      each (query, block) pair's partial state;
-//   4. the forward kernel over the queries' own blocks (OwnBlockCausal), partial states;
+//      each (query, block) pair's state: for softmax its output and lse, else the float
+//      partial state (o, m, l);
+//   4. the forward kernel over the queries' own blocks (OwnBlockCausal), the same states
+//      (softmax's output straight into o);
 //   5. one merge per query: own state (+) its routed blocks' states, in block order, then the
-//      score's finalize.
+//      score's finalize (softmax: outputs weighed by exp(lse_k - lse)).
 // The tensor-core work is then that of the allowed pairs (plus whole-tile rounding of each
-// list), at the price of copying the routed Q rows and writing and reading float partial
-// states. Scores with a per-row key count (softplus log-n scaling) and modifiers, which need
+// list), at the price of copying the routed Q rows and writing and reading the states. Scores with a per-row key count (softplus log-n scaling) and modifiers, which need
 // positions the gathered rows no longer carry, keep the bound-mask path.
 #include <cuda_runtime_api.h>
 
@@ -148,6 +149,117 @@ __global__ void moba_merge_kernel(const __grid_constant__ MoBAMergeArgs<Score, T
     if (lane + 32 * e < a.Dv) dst[lane + 32 * e] = ptx::from_f32<TO>(o[e] * f);
   if constexpr (score_has_lse<Score>())
     if (a.lse.data && lane == 0) *a.lse.row(b, h, i) = row_lse(m, l);
+}
+
+// Softmax keeps no float partial states: each launch writes its rows finished, in the output
+// type, with their lse (the own-block launch straight into o), and the merge weighs the
+// outputs by exp(lse_k - lse) -- FlashInfer's merge of (v, s) states. For 16-bit outputs that
+// is half the bytes of (o, m, l) in float, written and read; each routed output is rounded to
+// the output type once before the final rounding (relative error ~2^-9 each for bfloat16).
+template <class TO>
+struct MoBAMergeLseArgs {
+  MoBALists L;
+  int Dv;
+  bool vec;  // o's rows 16-byte aligned and Dv a multiple of 16 bytes: a thread moves 16 bytes
+  const float* own_lse;  // [B, Hq, Nq]: the own block's rows are in o already
+  const TO* part_o;      // packed rows (x Dv)
+  const float* part_lse;
+  const std::int32_t* slot_rows;  // [B, Hq, Nq, slots]
+  SeqRows<TO> o;
+  SeqRows<float> lse;  // nullable
+};
+
+// A piece of a row: 16 bytes (vec) or one value, as floats.
+template <class TO, int Per>
+struct RowPiece {
+  float x[Per];
+  __device__ __forceinline__ void load(const TO* src, bool vec) {
+    if (vec) {
+      const uint4 w = *reinterpret_cast<const uint4*>(src);
+      const TO* e = reinterpret_cast<const TO*>(&w);
+#pragma unroll
+      for (int u = 0; u < Per; ++u) x[u] = ptx::to_f32(e[u]);
+    } else {
+      x[0] = ptx::to_f32(*src);
+    }
+  }
+  __device__ __forceinline__ void store(TO* dst, bool vec, float f) const {
+    if (vec) {
+      uint4 w;
+      TO* e = reinterpret_cast<TO*>(&w);
+#pragma unroll
+      for (int u = 0; u < Per; ++u) e[u] = ptx::from_f32<TO>(x[u] * f);
+      *reinterpret_cast<uint4*>(dst) = w;
+    } else {
+      *dst = ptx::from_f32<TO>(x[0] * f);
+    }
+  }
+};
+
+// A thread per 16 bytes of a query row (or per value), two round trips deep: its slot rows
+// with its piece of o and the own lse, then the routed states' lse and pieces, folded in
+// online (m, sum, acc) a batch at a time. (A warp per row waited on a chain of round trips:
+// 234-253 us at N = 16384 x 16 heads on the H200; a thread per piece that read the lse first
+// for their maximum, 182 us at 1.4 TB/s.)
+template <class TO>
+__global__ void moba_merge_lse_kernel(const __grid_constant__ MoBAMergeLseArgs<TO> a) {
+  constexpr int batch = 2, Per = int(16 / sizeof(TO));
+  const MoBALists& L = a.L;
+  const int per = a.vec ? Per : 1, pieces = (a.Dv + per - 1) / per;
+  const std::int64_t e = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (e >= std::int64_t(L.B) * L.Hq * L.Nq * pieces) return;
+  const std::int64_t row = e / pieces;
+  const int d = int(e - row * pieces) * per, i = int(row % L.Nq);
+  const int b = int(row / L.Nq / L.Hq), h = int(row / L.Nq % L.Hq);
+  const int n = L.routed_count(i + L.q_offset);
+  const std::int32_t* slots = a.slot_rows + row * L.slots;
+  float* lse_out = a.lse.data && d == 0 ? a.lse.row(b, h, i) : nullptr;
+  float m = a.own_lse[row];
+  if (n == 0) {  // o holds the finished row
+    if (lse_out) *lse_out = m;
+    return;
+  }
+  TO* dst = a.o.row(b, h, i) + d;
+  RowPiece<TO, Per> acc;
+  acc.load(dst, a.vec);
+  float sum = 1.f;  // weights relative to m (an empty own block's go to 0 at the first rescale)
+  for (int k0 = 0; k0 < n; k0 += batch) {
+    std::int32_t at[batch];
+    float lse[batch];
+    RowPiece<TO, Per> piece[batch];
+#pragma unroll
+    for (int u = 0; u < batch; ++u) at[u] = k0 + u < n ? slots[k0 + u] : -1;
+#pragma unroll
+    for (int u = 0; u < batch; ++u) {
+      lse[u] = neg_inf;
+      if (at[u] < 0) continue;
+      lse[u] = a.part_lse[at[u]];
+      piece[u].load(a.part_o + std::int64_t(at[u]) * a.Dv + d, a.vec);
+    }
+    float m_new = m;
+#pragma unroll
+    for (int u = 0; u < batch; ++u) m_new = fmaxf(m_new, lse[u]);
+    if (m_new == neg_inf) continue;  // all empty so far
+    const float c = m == neg_inf ? 0.f : math<float>::exp(m - m_new);
+    sum *= c;
+#pragma unroll
+    for (int v = 0; v < Per; ++v) acc.x[v] *= c;
+#pragma unroll
+    for (int u = 0; u < batch; ++u) {
+      if (lse[u] == neg_inf) continue;
+      const float w = math<float>::exp(lse[u] - m_new);
+      sum += w;
+#pragma unroll
+      for (int v = 0; v < Per; ++v) acc.x[v] += w * piece[u].x[v];
+    }
+    m = m_new;
+  }
+  if (m == neg_inf) {  // every state empty: o holds zeros
+    if (lse_out) *lse_out = m;
+    return;
+  }
+  acc.store(dst, a.vec, 1.f / sum);
+  if (lse_out) *lse_out = m + math<float>::log(sum);
 }
 
 }  // namespace attnkit::cuda::detail

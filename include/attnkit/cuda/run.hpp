@@ -203,17 +203,35 @@ void launch_moba_gathered(const Variant& attn, const Score& score, const Call<T,
   require(routed < (index_t(1) << 31) && rows < (index_t(1) << 31), "q.shape",
           "too many query rows or routed (query, block) pairs for one MoBA launch");
 
-  // The queries' own blocks: partial states [B, Hq, Nq].
-  float* own_o = ws.alloc<float>(std::size_t(rows * (p.Dv + 2)));
-  float *own_m = own_o + rows * p.Dv, *own_l = own_m + rows;
+  // Softmax's launches write finished outputs and their lse, merged by lse (the own block's
+  // straight into o); other scores write float partial states (o, m, l). moba_gather.cuh says why.
+  constexpr bool lse_form = score_has_lse<Score>();
+  using State = std::conditional_t<lse_form, TO, float>;
+  const auto state_rows = [&](auto* data, std::int64_t width, const std::int32_t* offsets) {
+    using U = std::remove_pointer_t<decltype(data)>;
+    return offsets ? SeqRows<U>{data, {0, 0, width}, offsets} : SeqRows<U>{data, {p.Hq * p.Nq * width, p.Nq * width, width}, nullptr};
+  };
+  // Sets a launch's outputs: n state rows at `o` (null: c.o), per row either an lse or m and l.
+  const auto set_outputs = [&](auto& a, State* o, float* terms, std::int64_t n, const std::int32_t* offsets) {
+    if constexpr (lse_form) {
+      a.o = o ? state_rows(o, p.Dv, offsets) : c.o;
+      a.lse = state_rows(terms, 1, offsets);
+    } else {
+      a.o = state_rows(o, p.Dv, offsets);
+      a.m = state_rows(terms, 1, offsets), a.l = state_rows(terms + n, 1, offsets);
+      a.partial = true;
+    }
+  };
+  constexpr std::int64_t terms_per_row = lse_form ? 1 : 2;
+
+  // The queries' own blocks: [B, Hq, Nq] rows.
+  State* own_o = lse_form ? nullptr : reinterpret_cast<State*>(ws.alloc<float>(std::size_t(rows * p.Dv)));
+  float* own_terms = ws.alloc<float>(std::size_t(rows * terms_per_row));
   {
     const auto own = make_attention(score, OwnBlockCausal{moba.block});
-    ForwardArgs<std::remove_const_t<decltype(own)>, Score, T, float, ContiguousKV<T, false>> a{};
+    ForwardArgs<std::remove_const_t<decltype(own)>, Score, T, State, ContiguousKV<T, false>> a{};
     a.q = c.q, a.kv = c.kv;
-    a.o = {own_o, {p.Hq * p.Nq * p.Dv, p.Nq * p.Dv, p.Dv}, nullptr};
-    a.m = {own_m, {p.Hq * p.Nq, p.Nq, 1}, nullptr};
-    a.l = {own_l, {p.Hq * p.Nq, p.Nq, 1}, nullptr};
-    a.partial = true;
+    set_outputs(a, own_o, own_terms, rows, nullptr);
     a.p = p;
     a.attn = own;
     a.score = score;
@@ -223,23 +241,21 @@ void launch_moba_gathered(const Variant& attn, const Score& score, const Call<T,
   // The routed blocks: one varlen sequence per (batch, head, key block), its queries gathered.
   const std::int64_t S = L.sequences();
   std::int32_t* slot_rows = nullptr;
-  float *part_o = nullptr, *part_m = nullptr, *part_l = nullptr;
+  State* part_o = nullptr;
+  float* part_terms = nullptr;
   if (routed > 0) {
     slot_rows = ws.alloc<std::int32_t>(std::size_t(rows * L.slots));
     const BuiltLists lists = build_lists(MoBARoutedLists{L, routing.bits, slot_rows}, routed, ws, stream);
     int q_stride = 0;
     const T* q_packed = gather_rows(lists, routed, c.q, p.Hq, p.Nq, p.D, ws, stream, q_stride);
-    part_o = ws.alloc<float>(std::size_t(routed * (p.Dv + 2)));
-    part_m = part_o + routed * p.Dv, part_l = part_m + routed;
+    part_o = ws.alloc<State>(std::size_t(routed * p.Dv));
+    part_terms = ws.alloc<float>(std::size_t(routed * terms_per_row));
 
     const auto dense_keys = make_attention(score, Full{});
-    ForwardArgs<std::remove_const_t<decltype(dense_keys)>, Score, T, float, RoutedBlockKV<T>> a{};
+    ForwardArgs<std::remove_const_t<decltype(dense_keys)>, Score, T, State, RoutedBlockKV<T>> a{};
     a.q = {q_packed, {0, 0, q_stride}, lists.seq_offsets};
     a.kv = {c.kv.k, c.kv.v, int(p.Nk), int(moba.block), nkb, int(p.Hq), int(p.group())};
-    a.o = {part_o, {0, 0, p.Dv}, lists.seq_offsets};
-    a.m = {part_m, {0, 0, 1}, lists.seq_offsets};
-    a.l = {part_l, {0, 0, 1}, lists.seq_offsets};
-    a.partial = true;
+    set_outputs(a, part_o, part_terms, routed, lists.seq_offsets);
     a.q_offset_given = true;
     a.p = p;
     a.p.B = S, a.p.Hq = 1, a.p.Hkv = 1, a.p.q_offset = 0;
@@ -249,9 +265,17 @@ void launch_moba_gathered(const Variant& attn, const Score& score, const Call<T,
     a.vec = c.vec;
     launch_forward<Tiles>(a, routed, ws, stream);
   }
-  MoBAMergeArgs<Score, TO> mg{L, int(p.Dv), own_o, own_m, own_l, part_o, part_m, part_l, slot_rows, c.o, c.lse, score};
-  moba_merge_kernel<Score, TO><<<blocks_for(rows, moba_merge_warps), moba_merge_warps * 32, 0, stream>>>(mg);
-  check(cudaGetLastError(), "moba_merge_kernel launch");
+  if constexpr (lse_form) {
+    const bool vec = rows_of_16_byte_pieces(c.o, p.Dv);  // 16-byte pieces of o's rows
+    const MoBAMergeLseArgs<TO> mg{L, int(p.Dv), vec, own_terms, part_o, part_terms, slot_rows, c.o, c.lse};
+    const std::int64_t pieces = rows * (vec ? p.Dv / index_t(16 / sizeof(TO)) : p.Dv);
+    moba_merge_lse_kernel<TO><<<blocks_for(pieces, 256), 256, 0, stream>>>(mg);
+  } else {
+    const MoBAMergeArgs<Score, TO> mg{L,      int(p.Dv),  own_o,      own_terms,          own_terms + rows, part_o,
+                                      part_terms, part_terms + routed, slot_rows, c.o, c.lse, score};
+    moba_merge_kernel<Score, TO><<<blocks_for(rows, moba_merge_warps), moba_merge_warps * 32, 0, stream>>>(mg);
+  }
+  check(cudaGetLastError(), "moba merge launch");
 }
 
 // Cluster-routing prefill as per-cluster lists of queries and keys (cluster_gather.cuh).
@@ -285,7 +309,7 @@ void launch_cluster_gathered(const Variant& attn, const Score& score, const Call
   a.score = score;
   a.vec = c.vec;
   launch_forward<Tiles>(a, q_total, ws, stream);
-  const bool vec = scatter_vectors(c.o, p.Dv);
+  const bool vec = rows_of_16_byte_pieces(c.o, p.Dv);
   const std::int64_t pieces = q_total * (vec ? p.Dv / index_t(16 / sizeof(TO)) : p.Dv);
   scatter_rows_kernel<TO><<<blocks_for(pieces, 256), 256, 0, stream>>>(ql.src_rows, int(q_total), o_packed, lse_packed,
                                                                       int(p.Dv), int(p.Hq), int(p.Nq), vec, c.o, c.lse);

@@ -57,6 +57,15 @@ struct SeqRows {
   }
 };
 
+// Whether rows of n values at `o` (and packed rows of n values from an aligned base) split into
+// 16-byte pieces: every row 16-byte aligned, n a multiple of 16 bytes.
+template <class T>
+bool rows_of_16_byte_pieces(const SeqRows<T>& o, index_t n) {
+  constexpr index_t per = 16 / sizeof(T);
+  return reinterpret_cast<std::uintptr_t>(o.data) % 16 == 0 && o.s[0] % per == 0 && o.s[1] % per == 0 &&
+         o.s[2] % per == 0 && n % per == 0;
+}
+
 template <class T>
 SeqRows<T> seq_rows(const TensorView<T>& t, const std::int32_t* offsets = nullptr) {
   return {t.data, {t.stride[0], t.stride[1], t.stride[2]}, offsets};
