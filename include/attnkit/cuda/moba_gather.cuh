@@ -16,8 +16,9 @@
 //   5. one merge per query: own state (+) its routed blocks' states, in block order, then the
 //      score's finalize (softmax: outputs weighed by exp(lse_k - lse)).
 // The tensor-core work is then that of the allowed pairs (plus whole-tile rounding of each
-// list), at the price of copying the routed Q rows and writing and reading the states. Scores with a per-row key count (softplus log-n scaling) and modifiers, which need
-// positions the gathered rows no longer carry, keep the bound-mask path.
+// list), at the price of copying the routed Q rows and writing and reading the states. Scores
+// with a per-row key count (softplus log-n scaling) and modifiers, which need positions the
+// gathered rows no longer carry, keep the bound-mask path.
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
@@ -181,6 +182,8 @@ struct RowPiece {
       for (int u = 0; u < Per; ++u) x[u] = ptx::to_f32(e[u]);
     } else {
       x[0] = ptx::to_f32(*src);
+#pragma unroll
+      for (int u = 1; u < Per; ++u) x[u] = 0.f;
     }
   }
   __device__ __forceinline__ void store(TO* dst, bool vec, float f) const {

@@ -209,7 +209,8 @@ void launch_moba_gathered(const Variant& attn, const Score& score, const Call<T,
   using State = std::conditional_t<lse_form, TO, float>;
   const auto state_rows = [&](auto* data, std::int64_t width, const std::int32_t* offsets) {
     using U = std::remove_pointer_t<decltype(data)>;
-    return offsets ? SeqRows<U>{data, {0, 0, width}, offsets} : SeqRows<U>{data, {p.Hq * p.Nq * width, p.Nq * width, width}, nullptr};
+    if (offsets) return SeqRows<U>{data, {0, 0, width}, offsets};  // packed rows of a varlen launch
+    return SeqRows<U>{data, {p.Hq * p.Nq * width, p.Nq * width, width}, nullptr};
   };
   // Sets a launch's outputs: n state rows at `o` (null: c.o), per row either an lse or m and l.
   const auto set_outputs = [&](auto& a, State* o, float* terms, std::int64_t n, const std::int32_t* offsets) {
@@ -271,8 +272,8 @@ void launch_moba_gathered(const Variant& attn, const Score& score, const Call<T,
     const std::int64_t pieces = rows * (vec ? p.Dv / index_t(16 / sizeof(TO)) : p.Dv);
     moba_merge_lse_kernel<TO><<<blocks_for(pieces, 256), 256, 0, stream>>>(mg);
   } else {
-    const MoBAMergeArgs<Score, TO> mg{L,      int(p.Dv),  own_o,      own_terms,          own_terms + rows, part_o,
-                                      part_terms, part_terms + routed, slot_rows, c.o, c.lse, score};
+    const MoBAMergeArgs<Score, TO> mg{L, int(p.Dv), own_o, own_terms, own_terms + rows, part_o, part_terms,
+                                      part_terms + routed, slot_rows, c.o, c.lse, score};
     moba_merge_kernel<Score, TO><<<blocks_for(rows, moba_merge_warps), moba_merge_warps * 32, 0, stream>>>(mg);
   }
   check(cudaGetLastError(), "moba merge launch");
