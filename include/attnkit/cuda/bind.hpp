@@ -21,6 +21,7 @@
 #include "../mask/topk.hpp"
 #include "error.hpp"
 #include "ptx.hpp"
+#include "sequences.cuh"
 
 namespace attnkit::cuda {
 
@@ -45,16 +46,10 @@ struct PrepassInputs {
   ProblemInfo p;
 };
 
-// Whether every row of a [B, H, N, D] view of 16-bit values is 16-byte aligned (the pre-pass
-// kernels then load them as vectors).
-template <class T>
-bool rows_aligned16(const T* x, const std::int64_t (&s)[3], index_t D) {
-  static_assert(sizeof(T) == 2);
-  return reinterpret_cast<std::uintptr_t>(x) % 16 == 0 && s[0] % 8 == 0 && s[1] % 8 == 0 && s[2] % 8 == 0 && D % 8 == 0;
-}
+// Whether every q row is 16-byte aligned (the routing kernels then load them as vectors).
 template <class T>
 bool moba_rows_aligned(const PrepassInputs<T>& in) {
-  return rows_aligned16(in.q, in.qs, in.p.D);
+  return rows_of_16_byte_pieces(in.q, in.qs, in.p.D);
 }
 
 // attnkit's own stream-ordered memory pool of the current device. It keeps up to 256 MB
@@ -460,12 +455,12 @@ struct DeviceBinder<ClusterRouting> {
     std::uint8_t* kc = ws.alloc<std::uint8_t>(std::size_t(p.B * p.Hkv * p.Nk));
     const int nt = 128;
     nearest_centroid_kernel<<<blocks_for(p.B * p.Hq * p.Nq, nt), nt, 0, s>>>(
-        in.q, in.qs[0], in.qs[1], in.qs[2], int(p.B), int(p.Hq), int(p.Nq), int(p.D), rows_aligned16(in.q, in.qs, p.D),
+        in.q, in.qs[0], in.qs[1], in.qs[2], int(p.B), int(p.Hq), int(p.Nq), int(p.D), rows_of_16_byte_pieces(in.q, in.qs, p.D),
         m.centroids, int(m.n_clusters), qc);
     check(cudaGetLastError(), "nearest_centroid_kernel (queries)");
     if (p.Nk > 0) {
       nearest_centroid_kernel<<<blocks_for(p.B * p.Hkv * p.Nk, nt), nt, 0, s>>>(
-          in.k, in.ks[0], in.ks[1], in.ks[2], int(p.B), int(p.Hkv), int(p.Nk), int(p.D), rows_aligned16(in.k, in.ks, p.D),
+          in.k, in.ks[0], in.ks[1], in.ks[2], int(p.B), int(p.Hkv), int(p.Nk), int(p.D), rows_of_16_byte_pieces(in.k, in.ks, p.D),
           m.centroids, int(m.n_clusters), kc);
       check(cudaGetLastError(), "nearest_centroid_kernel (keys)");
     }

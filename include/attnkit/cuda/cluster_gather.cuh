@@ -56,23 +56,4 @@ struct ListedKV {
   __device__ __forceinline__ const T* any_v() const { return v; }
 };
 
-// Packed output rows (and their lse) back to the queries they belong to: a thread per 16 bytes
-// of a row when every row is 16-byte aligned (`vec`), else per value. (A thread per value took
-// 194 us for 16384 x 16 rows of 128 bfloat16 values on the H200: a 64-bit division chain and
-// a 2-byte store per value.)
-template <class TO>
-__global__ void scatter_rows_kernel(const std::int32_t* src_rows, int n, const TO* packed, const float* lse_packed,
-                                    int Dv, int H, int rows, bool vec, SeqRows<TO> o, SeqRows<float> lse) {
-  const int per = vec ? int(16 / sizeof(TO)) : 1, chunks = (Dv + per - 1) / per;
-  const std::int64_t e = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (e >= std::int64_t(n) * chunks) return;
-  const int at = int(e / chunks), d = int(e - std::int64_t(at) * chunks) * per, src = src_rows[at];
-  const int bh = src / rows, i = src - bh * rows, b = bh / H, h = bh - b * H;
-  TO* dst = o.row(b, h, i) + d;
-  const TO* from = packed + std::int64_t(at) * Dv + d;
-  if (vec) *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(from);
-  else *dst = *from;
-  if (lse_packed && d == 0) *lse.row(b, h, i) = lse_packed[at];
-}
-
 }  // namespace attnkit::cuda::detail

@@ -310,11 +310,7 @@ void launch_cluster_gathered(const Variant& attn, const Score& score, const Call
   a.score = score;
   a.vec = c.vec;
   launch_forward<Tiles>(a, q_total, ws, stream);
-  const bool vec = rows_of_16_byte_pieces(c.o, p.Dv);
-  const std::int64_t pieces = q_total * (vec ? p.Dv / index_t(16 / sizeof(TO)) : p.Dv);
-  scatter_rows_kernel<TO><<<blocks_for(pieces, 256), 256, 0, stream>>>(ql.src_rows, int(q_total), o_packed, lse_packed,
-                                                                      int(p.Dv), int(p.Hq), int(p.Nq), vec, c.o, c.lse);
-  check(cudaGetLastError(), "scatter_rows_kernel launch");
+  scatter_rows(ql, q_total, o_packed, lse_packed, c.o, c.lse, p.Hq, p.Nq, p.Dv, stream);
 }
 
 template <class Tiles, class Variant, class Score, class T, class TO, class KV>

@@ -57,13 +57,18 @@ struct SeqRows {
   }
 };
 
-// Whether rows of n values at `o` (and packed rows of n values from an aligned base) split into
-// 16-byte pieces: every row 16-byte aligned, n a multiple of 16 bytes.
+// Whether rows of n values at `data` with strides s (batch, head, row), and packed rows of n
+// values from an aligned base, split into 16-byte pieces: every row 16-byte aligned, n a
+// multiple of 16 bytes. (The kernels that copy or convert whole rows then move 16 bytes at once.)
 template <class T>
-bool rows_of_16_byte_pieces(const SeqRows<T>& o, index_t n) {
+bool rows_of_16_byte_pieces(const T* data, const std::int64_t (&s)[3], index_t n) {
   constexpr index_t per = 16 / sizeof(T);
-  return reinterpret_cast<std::uintptr_t>(o.data) % 16 == 0 && o.s[0] % per == 0 && o.s[1] % per == 0 &&
-         o.s[2] % per == 0 && n % per == 0;
+  return reinterpret_cast<std::uintptr_t>(data) % 16 == 0 && s[0] % per == 0 && s[1] % per == 0 && s[2] % per == 0 &&
+         n % per == 0;
+}
+template <class T>
+bool rows_of_16_byte_pieces(const SeqRows<T>& x, index_t n) {
+  return rows_of_16_byte_pieces(x.data, x.s, n);
 }
 
 template <class T>
