@@ -117,6 +117,20 @@ struct Inputs {
   bool integers = false;  // q, k in {-2..2} and logit scale 1/4: exact logits
 };
 
+// Centroids for cluster-routing tests: integers in {-2..2}. With integer q and k (Inputs
+// {1, true}) every squared distance is an exact integer in any precision and summation order,
+// so the kernel and the fp64 reference route each row alike, exact ties to the lower index.
+// On random reals, a row whose two nearest centroids lie within fp32 rounding of each other
+// is routed apart by the two and fails the comparison for no fault of the kernel (CI met one:
+// ~1e-5 per row). Block top-k and MoBA stay on random reals: their block means over partial
+// blocks are not exact on integers, where the many exact ties would turn into rounding coin
+// flips; their near-ties on reals are ~1e-6 per comparison, never met so far.
+template <class Vec>
+void fill_integer_centroids(Vec& centroids) {
+  std::uniform_int_distribution<int> u(-2, 2);
+  for (auto& x : centroids) x = float(u(rng()));
+}
+
 // Runs the CPU backend and the fp64 reference on the same fresh inputs; returns the CPU
 // output, the reference output and (softmax) the two lse vectors.
 template <class T>

@@ -69,9 +69,8 @@ void for_each_mask(const Shape& s, Store& st, F&& f) {
       normal);
   }
   st.centroids.resize(std::size_t(6 * s.D));
-  std::normal_distribution<float> n01;
-  for (auto& x : st.centroids) x = n01(rng());
-  f("cluster", ClusterRouting{st.centroids.data(), 6}, normal);
+  fill_integer_centroids(st.centroids);
+  f("cluster", ClusterRouting{st.centroids.data(), 6}, exact);  // exact distances, see fill_integer_centroids
 }
 
 // Mask sets: which mask types one (score, dtype) cell of a test matrix instantiates. Each mask

@@ -64,8 +64,7 @@ TEST_CASE("block top-k, MoBA and cluster routing select like the reference", "[c
   check_selection(make_attention(Softmax{}, MoBA{16, 3}), s, {});
   check_selection(make_attention(Softplus{}, MoBA{25, 1}), s, {});
   std::vector<float> centroids(5 * 32);
-  std::normal_distribution<float> n;
-  for (auto& x : centroids) x = n(rng());
-  check_selection(make_attention(Softmax{}, ClusterRouting{centroids.data(), 5}), s, {});
-  check_selection(make_attention(Softmax{}, ClusterRouting{centroids.data(), 5} & Causal{}), s, {});
+  fill_integer_centroids(centroids);  // with integer inputs: exact distances
+  check_selection(make_attention(Softmax{}, ClusterRouting{centroids.data(), 5}), s, {1.f, true});
+  check_selection(make_attention(Softmax{}, ClusterRouting{centroids.data(), 5} & Causal{}), s, {1.f, true});
 }

@@ -78,9 +78,8 @@ TEST_CASE("cuda: block top-k and cluster routing: pre-passes, block spans, unali
     check<bfloat16>(make_attention(Softmax{}, TopKBlocks<Causal>{3, 64, 128}), s);
     check<bfloat16>(make_attention(Sigmoid{}, TopKBlocks<SlidingWindow>{2, 32, 128, {300, 0, 4}}), s);
     std::vector<float, ManagedAllocator<float>> centroids(std::size_t(12 * s.D));
-    std::normal_distribution<float> n;
-    for (auto& x : centroids) x = 0.3f * n(rng());
-    check<bfloat16>(make_attention(Softmax{}, ClusterRouting{centroids.data(), 12}), s);
+    fill_integer_centroids(centroids);  // with integer inputs: exact distances
+    check<bfloat16>(make_attention(Softmax{}, ClusterRouting{centroids.data(), 12}), s, {}, {1.f, true});
   }
 }
 
