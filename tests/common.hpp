@@ -5,6 +5,7 @@
 #include <attnkit/core/dtype.hpp>
 #include <attnkit/core/problem.hpp>
 #include <attnkit/core/tensor.hpp>
+#include <attnkit/mask/block.hpp>
 #include <attnkit/reference/reference.hpp>
 #include <catch2/catch.hpp>
 
@@ -50,6 +51,26 @@ struct Shape {
            " Dv=" + std::to_string(Dv) + (bshd ? " bshd" : " bhsd") +
            (q_offset ? " q_offset=" + std::to_string(*q_offset) : "");
   }
+};
+
+// A random BSR layout over shape s (query positions from s.pos0(), which must be >= 0), each
+// block on with probability `density`, the last block row empty (a fully masked stretch).
+// Alloc: memory the backend can read.
+template <template <class> class Alloc = std::allocator>
+struct BsrLayout {
+  index_t q_blocks, k_blocks, block_q, block_k;
+  std::vector<int, Alloc<int>> row_ptr, col_idx;
+  BsrLayout(const Shape& s, index_t bq, index_t bk, double density)
+      : q_blocks((s.pos0() + s.Nq + bq - 1) / bq), k_blocks((s.Nk + bk - 1) / bk), block_q(bq), block_k(bk) {
+    std::bernoulli_distribution on(density);
+    row_ptr.push_back(0);
+    for (index_t r = 0; r < q_blocks; ++r) {
+      for (index_t c = 0; c < k_blocks; ++c)
+        if (r + 1 < q_blocks && on(rng())) col_idx.push_back(int(c));
+      row_ptr.push_back(int(col_idx.size()));
+    }
+  }
+  BlockMaskBSR mask() const { return {row_ptr.data(), col_idx.data(), q_blocks, k_blocks, block_q, block_k}; }
 };
 
 // The shapes every score x mask combination runs on: not tile multiples, GQA and MQA, D != Dv

@@ -49,12 +49,17 @@ TEST_CASE("MoBA with blocks of whole key tiles (row intervals per tile) matches 
   }
 }
 
-// Key blocks of whole tiles: block top-k over a band is then a band or nothing per row inside
-// a tile (And<BlockMask, band>::block_span), sinks included.
-TEST_CASE("block top-k with key blocks of whole tiles matches the reference", "[content]") {
+// Key blocks of whole tiles: block top-k, or a BSR layout, over a band is then a band or
+// nothing per row inside a tile (And<block layout, band>::block_span), sinks included.
+static_assert(BlockSpanMask<And<BlockMaskBSR, Causal>> && BlockSpanMask<And<SlidingWindow, BlockMaskBSR>>,
+              "a BSR layout over a band takes the span path");
+TEST_CASE("block top-k and BSR layouts with key blocks of whole tiles match the reference", "[content]") {
   for (const Shape& s : {Shape{1, 4, 2, 300, 300, 32, 16, false, {}}, Shape{2, 2, 1, 130, 333, 24, 24, true, {}}}) {
     check_variant<float>(make_attention(Softmax{}, TopKBlocks<Causal>{3, 64, 128}), s);
     check_variant<float>(make_attention(Sigmoid{}, TopKBlocks<SlidingWindow>{2, 32, 128, {150, 0, 4}}), s);
+    const BsrLayout bsr(s, 64, 128, 0.5);
+    check_variant<float>(make_attention(Softmax{}, bsr.mask() & Causal{}), s);
+    check_variant<float>(make_attention(Softplus{}, SlidingWindow{150, 0, 4} & bsr.mask()), s);
   }
 }
 

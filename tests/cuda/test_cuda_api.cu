@@ -68,8 +68,8 @@ TEST_CASE("cuda: MoBA blocks of whole key tiles (one block span per row and tile
 // Block top-k scores its candidates a warp per query block (lanes take every 32nd key block,
 // their lists merged): here 50-80 candidates and k up to 9, so the kept blocks come from many
 // lanes; D = 70 takes the scalar loads of the means. Key blocks of 128 hold whole key tiles:
-// partial tiles then take the band's spans. Cluster routing with 16-byte rows (D = 128,
-// vector loads and the vector scatter) and without (D = 70, Dv = 36).
+// partial tiles then take the band's spans (a BSR layout's too). Cluster routing with 16-byte
+// rows (D = 128, vector loads and the vector scatter) and without (D = 70, Dv = 36).
 TEST_CASE("cuda: block top-k and cluster routing: pre-passes, block spans, unaligned rows", "[cuda]") {
   for (const Shape& s : {Shape{1, 4, 2, 800, 800, 128, 128, false, {}}, Shape{2, 2, 1, 640, 650, 70, 36, true, {}}}) {
     check<bfloat16>(make_attention(Softmax{}, TopKBlocks<Causal>{9, 16, 16}), s);
@@ -77,6 +77,8 @@ TEST_CASE("cuda: block top-k and cluster routing: pre-passes, block spans, unali
     // key blocks of whole tiles: partial tiles from the band's spans (sinks included)
     check<bfloat16>(make_attention(Softmax{}, TopKBlocks<Causal>{3, 64, 128}), s);
     check<bfloat16>(make_attention(Sigmoid{}, TopKBlocks<SlidingWindow>{2, 32, 128, {300, 0, 4}}), s);
+    const BsrLayout<ManagedAllocator> bsr(s, 64, 128, 0.5);  // the same spans from BSR lists
+    check<bfloat16>(make_attention(Softmax{}, bsr.mask() & Causal{}), s);
     std::vector<float, ManagedAllocator<float>> centroids(std::size_t(12 * s.D));
     fill_integer_centroids(centroids);  // with integer inputs: exact distances
     check<bfloat16>(make_attention(Softmax{}, ClusterRouting{centroids.data(), 12}), s, {}, {1.f, true});

@@ -102,6 +102,11 @@ struct BlockMaskBSR {
     return qb < q_blocks && kb < k_blocks && block_on(qb, kb);
   }
   ATTNKIT_HD TileKind classify(const TileRect& r) const { return detail::classify_blocks(*this, r); }
+  // BlockConstMask: a row takes all or none of key block kb. Composed with a band (causal,
+  // window), a partial tile inside one key block then asks the lists once per row, not once
+  // per key (a binary search each).
+  ATTNKIT_HD index_t span_block() const { return block_k; }
+  ATTNKIT_HD bool block_allows(index_t pos, index_t kb) const { return allowed(pos, kb * block_k); }
 };
 
 }  // namespace attnkit
