@@ -101,3 +101,29 @@ TEST_CASE("-inf and NaN in an additive bias drop the key", "[edge]") {
   REQUIRE(all_finite(r2.out));
   REQUIRE(r2.error() < 1e-5);
 }
+
+// Cluster routing runs as dense attention inside each cluster (cpu/cluster_gather.hpp); a
+// query whose cluster holds no key is a sequence without keys there. 40 clusters and 3 keys
+// per head leave most queries so.
+TEST_CASE("cluster routing: a query whose cluster holds no key gets o = 0 and lse = -inf", "[edge]") {
+  const Shape s{2, 4, 2, 50, 3, 16, 8, false, {}};
+  std::vector<float> centroids(std::size_t(40 * s.D));
+  fill_integer_centroids(centroids);  // with integer inputs: exact distances
+  const ClusterRouting clusters{centroids.data(), 40};
+  const auto r = run_both<float>(make_attention(Softmax{}, clusters), s, {}, {1.f, true});
+  REQUIRE(all_finite(r.out));
+  REQUIRE(r.error() < 1e-5);
+  index_t empty = 0;
+  for (std::size_t i = 0; i < r.lse.size(); ++i) {
+    if (!std::isinf(r.lse_ref[i])) continue;
+    ++empty;
+    REQUIRE(r.lse[i] == neg_inf);
+    for (index_t d = 0; d < s.Dv; ++d) REQUIRE(r.out[i * std::size_t(s.Dv) + std::size_t(d)] == 0.f);
+  }
+  REQUIRE(empty > 0);
+  for (const auto& rs : {run_both<bfloat16>(make_attention(Sigmoid{}, clusters), s, {}, {1.f, true}),
+                         run_both<bfloat16>(make_attention(Linear<>{}, clusters), s, {}, {1.f, true})}) {
+    REQUIRE(all_finite(rs.out));
+    REQUIRE(rs.error() < 1e-2);
+  }
+}

@@ -15,6 +15,7 @@
 #include "../mask/combinators.hpp"
 #include "../mask/routing.hpp"
 #include "../mask/topk.hpp"
+#include "simd.hpp"
 
 namespace attnkit::cpu {
 
@@ -130,15 +131,27 @@ struct Binder<MoBA> {
 };
 
 namespace detail {
+// Nearest centroid of a float row (Euclidean, ties to the lower index), vectorised along D.
 inline std::uint8_t nearest_centroid(const ClusterRouting& m, const float* x, index_t D) {
+  constexpr index_t W = simd_width;
+  const index_t Dfull = D / W * W;
   float best = 0.f;
   std::uint8_t id = 0;
   for (index_t c = 0; c < m.n_clusters; ++c) {
-    float d2 = 0.f;
-    for (index_t d = 0; d < D; ++d) {
-      const float t = x[d] - m.centroids[c * D + d];
-      d2 += t * t;
+    const float* ctr = m.centroids + c * D;
+    vfloat acc0(0.f), acc1(0.f);
+    index_t d = 0;
+    for (; d + 2 * W <= Dfull; d += 2 * W) {
+      const vfloat t0 = vfloat::load_unaligned(x + d) - vfloat::load_unaligned(ctr + d);
+      const vfloat t1 = vfloat::load_unaligned(x + d + W) - vfloat::load_unaligned(ctr + d + W);
+      acc0 = xsimd::fma(t0, t0, acc0), acc1 = xsimd::fma(t1, t1, acc1);
     }
+    for (; d < Dfull; d += W) {
+      const vfloat t = vfloat::load_unaligned(x + d) - vfloat::load_unaligned(ctr + d);
+      acc0 = xsimd::fma(t, t, acc0);
+    }
+    float d2 = xsimd::hadd(acc0 + acc1);
+    for (; d < D; ++d) d2 += (x[d] - ctr[d]) * (x[d] - ctr[d]);
     if (c == 0 || d2 < best) best = d2, id = std::uint8_t(c);
   }
   return id;

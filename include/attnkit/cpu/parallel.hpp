@@ -48,4 +48,16 @@ void parallel_for(index_t n, int threads, Body&& body, index_t grain = 1) {
   if (error) std::rethrow_exception(error);
 }
 
+// Runs both phases of a plan (the work-range API) on `threads` std::threads (0 = all
+// hardware threads).
+template <class P>
+void drive(P& plan, int threads) {
+  parallel_for(plan.prepare_items(), threads, [&](index_t b, index_t e, int) { plan.prepare(b, e); });
+  parallel_for(plan.work_items(), threads, [&](index_t b, index_t e, int) {
+    typename P::Worker w;
+    plan.execute(b, e, w);
+    plan.add_counters(w);
+  }, /*grain=*/1);
+}
+
 }  // namespace attnkit::cpu

@@ -6,12 +6,14 @@
 //   cpu::run_ragged(attn, q, k, v, o, q_rows, k_rows, opts)  packed sequences of different lengths
 //   cpu::run_paged(attn, q, q_rows, kv, o, opts)             keys and values in a paged cache
 // Calls with few query rows per kv head (decoding: queries x GQA group <= decode_max_rows) take
-// the decode kernel (decode.hpp) instead of the tile loop, automatically.
+// the decode kernel (decode.hpp) instead of the tile loop, automatically; cluster routing alone
+// runs as dense attention inside each cluster (cluster_gather.hpp).
 #include <type_traits>
 #include <vector>
 
 #include "../core/batch_check.hpp"
 #include "batch.hpp"
+#include "cluster_gather.hpp"
 #include "parallel.hpp"
 #include "plan.hpp"
 
@@ -26,17 +28,6 @@ PlanFor<Variant, TQ, TK, TV, TO> make_plan(const Variant& attn, TensorView<TQ> q
                                            const PartialState* partial = nullptr) {
   static_assert(!std::is_const_v<TO>, "attnkit: the output view must be writable");
   return {attn, q, k, v, o, opt, partial};
-}
-
-// Runs both phases of a plan on `threads` std::threads (0 = all hardware threads).
-template <class P>
-void drive(P& plan, int threads) {
-  parallel_for(plan.prepare_items(), threads, [&](index_t b, index_t e, int) { plan.prepare(b, e); });
-  parallel_for(plan.work_items(), threads, [&](index_t b, index_t e, int) {
-    typename P::Worker w;
-    plan.execute(b, e, w);
-    plan.add_counters(w);
-  }, /*grain=*/1);
 }
 
 namespace detail {
@@ -71,6 +62,10 @@ TileCounters run_batched(const Variant& attn, TensorView<const TQ> q, TensorView
 template <class Variant, class TQ, class TK, class TV, class TO>
 TileCounters run(const Variant& attn, TensorView<TQ> q, TensorView<TK> k, TensorView<TV> v, TensorView<TO> o,
                  const Options& opt = {}) {
+  if constexpr (gathers_clusters<Variant>())
+    if (opt.keys.begin == 0 && opt.keys.end < 0)
+      return detail::run_cluster_gathered<Variant, std::remove_const_t<TQ>, std::remove_const_t<TK>, std::remove_const_t<TV>,
+                                          TO>(attn, q, k, v, o, opt);
   if (takes_decode<Variant>(q.shape[2], detail::gqa_group(q, k)))
     return detail::run_batched<Variant, std::remove_const_t<TQ>, std::remove_const_t<TK>, std::remove_const_t<TV>, TO>(
         attn, q, k, v, o, opt, nullptr);
