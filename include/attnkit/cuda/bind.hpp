@@ -248,10 +248,10 @@ struct TopList {
 };
 
 // Pooled routing on CUDA cores: each thread scores one row (a query; TopKBlocks' query-block
-// means take route_warp_kernel below) against the key-block means of its head, which the CTA stages through shared memory
-// route_chunk blocks at a time, and keeps the best in a TopList. The row lives in registers
-// (zero-padded to route_dim), and every thread reads the same mean at the same time (a
-// broadcast). (A thread per row reading both from global memory, the row uncoalesced, took
+// means take route_warp_kernel below) against the key-block means of its head, which the CTA
+// stages through shared memory route_chunk blocks at a time, and keeps the best in a TopList.
+// The row lives in registers (zero-padded to route_dim), and every thread reads the same mean
+// at the same time (a broadcast). (A thread per row reading both from global memory, the row uncoalesced, took
 // 4.1 ms for MoBA's routing at N = 16384 x 16 heads on the H100 and 1.1 ms for TopKBlocks':
 // longer than the attention after it.)
 inline constexpr int route_threads = 128, route_chunk = 32, route_dim = row_dim;
