@@ -15,7 +15,8 @@ void check(const Variant& attn, const Shape& s) {
 
 // 2-D and 3-D neighborhoods of a whole grid run on query and key patches (patch_tiles.cuh):
 // grids that are not patch multiples, dilation, a causal axis, both tile shapes (D = 64 and
-// 128), GQA, both layouts, a modifier that reads the key index, and length-scaled scores.
+// 128), key patches 16 and 32 wide, GQA, both layouts, a modifier that reads the key index,
+// and length-scaled scores.
 TEST_CASE("cuda: neighborhoods tiled as patches", "[cuda]") {
   Neighborhood2D odd{{37, 45}, {7, 9}};
   check<bfloat16>(make_attention(Softmax{}, odd), Shape{1, 4, 2, 37 * 45, 37 * 45, 128, 128, false, {}});
@@ -27,6 +28,10 @@ TEST_CASE("cuda: neighborhoods tiled as patches", "[cuda]") {
   const Neighborhood3D cube{{5, 12, 40}, {3, 5, 7}};
   check<bfloat16>(make_attention(Softmax{}, cube), Shape{1, 2, 1, 2400, 2400, 96, 80, false, {}});
   check<bfloat16>(make_attention(Softplus{2.f, LengthScale::log_n}, cube), Shape{1, 2, 1, 2400, 2400, 64, 64, true, {}});
+  // key patches 16 wide (a large kernel) on both ranks, the 3-D one with its outer slot
+  // bits split across two axes
+  check<bfloat16>(make_attention(Softmax{}, Neighborhood2D{{64, 96}, {31, 21}}), Shape{1, 4, 2, 6144, 6144, 128, 128, true, {}});
+  check<bfloat16>(make_attention(Softmax{}, Neighborhood3D{{6, 3, 40}, {3, 3, 7}}), Shape{1, 2, 1, 720, 720, 128, 128, false, {}});
   // the benchmark's window on a smaller grid, and a bias indexed by key
   check<bfloat16>(make_attention(Softmax{}, Neighborhood2D{{48, 128}, {13, 13}}), Shape{1, 1, 1, 6144, 6144, 128, 128, false, {}});
   std::vector<float, ManagedAllocator<float>> bias(std::size_t(37 * 45) * (37 * 45));

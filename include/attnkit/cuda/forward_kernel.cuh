@@ -16,6 +16,7 @@
 //   monoid update            (running max, then O rescaled once P_{j-1} V_{j-1} is in)
 // P is re-packed from the S accumulators into A-fragments. Tiles the mask classifies as
 // skip are never loaded.
+#include <bit>
 #include <cstdint>
 #include <type_traits>
 
@@ -38,10 +39,9 @@
 namespace attnkit::cuda::detail {
 
 // Tile shape of the forward kernel for a padded head dim HD (64 or 128) covering D and Dv.
-// Key tiles are BN = 64 keys on the mma.sync path and for patch tiling; the wgmma path over
-// row-major tiles takes wide_BN keys (128 halves the per-tile fixed costs: barrier, row
-// maxima, loop control), with Q then read by the tensor cores from shared memory so that
-// the wider S fits the registers.
+// Key tiles are BN = 64 keys on the mma.sync path; the wgmma path takes wide_BN keys (128
+// halves the per-tile fixed costs: barrier, row maxima, loop control), with Q then read by
+// the tensor cores from shared memory so that the wider S fits the registers.
 template <int HD_, int Warps = 4, int WideBN = 64>
 struct ForwardTiles {
   static constexpr int HD = HD_;
@@ -59,9 +59,9 @@ struct ForwardTiles {
 // the device code and the host's shared-memory size read the same numbers.
 template <class Tiles, bool Patched, bool Linear>
 struct ForwardShape {
-  // Row-major tiles on wgmma take wide key tiles (linear attention's quadratic form measured
-  // 7% slower on wide tiles: it keeps 64).
-  static constexpr int key_tile(bool gmma) { return gmma && !Patched && !Linear ? Tiles::wide_BN : Tiles::BN; }
+  // Tiles on wgmma take wide key tiles (linear attention's quadratic form measured 7% slower
+  // on wide tiles: it keeps 64).
+  static constexpr int key_tile(bool gmma) { return gmma && !Linear ? Tiles::wide_BN : Tiles::BN; }
   // Two warpgroups on wgmma ping-pong (see the kernel).
   static constexpr bool ping_pong(bool gmma) { return gmma && !Linear && Tiles::threads == 256; }
   // The ping-pong's trailing warpgroup lets its P V j - 1 run on under its weights while V of
@@ -282,6 +282,107 @@ __device__ __forceinline__ void load_tile(T* smem, const RowPtr& row, const T* a
   load_rows<HD, R, Threads, Layout>(smem, RowRange<RowPtr>{row, row0, n_rows}, any, n_cols, vec, tid);
 }
 
+// The 16-byte-aligned patch at `origin` (patch_tiles.cuh) of strided rows into a swizzled
+// shared tile. Slot offsets along axis a are the bits `mask[a] << low[a]` of the slot index,
+// the innermost axis's the low KI bits. A thread copies one 16-byte column of slots r0,
+// r0 + step, ... (step divides 2^KI, r0 < step): slot r0 + step * it is inner offset r0 plus a
+// constant and outer index a constant, so each copy's bound test and token offset are a few
+// operations on the tile's first token, which comes to zero bytes where a coordinate lies
+// outside the sub-grid. (Deriving each token from the slot index axis by axis cost 29
+// instructions a copy, a quarter of the patch kernel's; Nsight Compute.)
+template <int HD, int R, int Threads, class Layout, int KI, int Rank, class T>
+__device__ __forceinline__ void load_patch_tile(T* smem, const StridedRows<const T>& rows, const T* any,
+                                                const PatchCTA<Rank>& geom, const int (&origin)[Rank],
+                                                const int (&low)[Rank], const int (&mask)[Rank], int n_cols, int tid) {
+  constexpr int chunks = HD / 8, step = Threads / chunks, iters = R / step, in = Rank - 1;
+  static_assert(Threads % chunks == 0 && step % 8 == 0 && R % step == 0, "whole swizzle periods per pass");
+  static_assert((1 << KI) % step == 0, "a thread's slots keep their inner offset modulo the step");
+  const int ch = tid % chunks, r0 = tid / chunks;
+  const int x0 = origin[in] + r0;  // inner sub-grid coordinate of the thread's first slot
+  int first_token = geom.group_base + x0 * geom.step[in];
+#pragma unroll
+  for (int a = 0; a < in; ++a) first_token += origin[a] * geom.step[a];
+  const T* const first = rows.base + std::int64_t(first_token) * rows.stride + ch * 8;
+  T* const to = smem + Layout::at(r0, ch * 8);
+  const bool column_ok = ch * 8 < n_cols;
+#pragma unroll
+  for (int it = 0; it < iters; ++it) {
+    const int di = (step * it) & ((1 << KI) - 1), o = (step * it) >> KI;  // constants
+    bool ok = column_ok && unsigned(x0 + di) < unsigned(geom.sub_len[in]);
+    int offset = di * geom.step[in];
+#pragma unroll
+    for (int a = 0; a < in; ++a) {
+      // 2-D: the outer index is axis 0's offset; 3-D: bit fields of it.
+      const int local = Rank == 2 ? o : (o >> (low[a] - KI)) & mask[a];
+      ok = ok && unsigned(origin[a] + local) < unsigned(geom.sub_len[a]);
+      offset += local * geom.step[a];
+    }
+    ptx::cp_async_16(to + Layout::at(it * step, 0), ok ? first + std::int64_t(offset) * rows.stride : any, ok ? 16 : 0);
+  }
+}
+
+// Bits [lo, lo + w) of [0, n), n <= 32.
+__device__ __forceinline__ std::uint32_t span_bits(int lo, int w, int n) {
+  const int a = min(max(lo, 0), n), b = min(max(lo + w, 0), n);
+  const std::uint32_t below_b = b >= 32 ? ~0u : (1u << b) - 1u, below_a = a >= 32 ? ~0u : (1u << a) - 1u;
+  return below_b & ~below_a;
+}
+
+// Mask bits (TileBits: S element (n, e) at bit 4 (n % 8) + e of word n / 8) of a key patch
+// for this thread's rows r = 0, 1, each allowed on the box [win_lo, win_lo + win_w) of sub-
+// grid coordinates. Slot c = 8n + 2t + e has inner offset c mod 2^ki (ki = 4 or 5) and outer
+// index c >> ki = n >> (ki - 3). Per row, the inner offsets allowed are an interval (one bit
+// mask, compacted to the thread's 2t + e columns and repeated over the word's n) and the
+// outer indices a set (one bit each, spread over their n): some forty integer operations per
+// row and tile, where a compare per key and axis cost more than the tile's exponentials.
+template <int SN, int KI, int Rank>
+__device__ __forceinline__ TileBits<SN> patch_tile_bits(const PatchCTA<Rank>& geom, const int (&origin)[Rank],
+                                                        const int (&win_lo)[2][Rank], const int (&win_w)[2][Rank], int t) {
+  static_assert(KI == 4 || KI == 5, "key patches 16 or 32 wide");
+  constexpr int in = Rank - 1, ki = KI;
+  std::uint32_t inner[2], outer[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    // Inner offsets 8m + 2t + e -> bits 4m + e (m < 4), then over the word's eight n.
+    const std::uint32_t x = (span_bits(win_lo[r][in] - origin[in], win_w[r][in], 1 << ki) >> (2 * t)) & 0x03030303u;
+    const std::uint32_t y = (x | (x >> 4)) & 0x00330033u;
+    const std::uint32_t z = (y | (y >> 8)) & 0x3333u;
+    inner[r] = ki == 5 ? z | (z << 16) : (z & 0x33u) * 0x01010101u;  // constant ki
+    // Outer indices: the outer axes' offsets are the index's bit fields (axis in - 1 lowest).
+    const std::uint32_t o_last = span_bits(win_lo[r][in - 1] - origin[in - 1], win_w[r][in - 1], geom.k_mask[in - 1] + 1);
+    if constexpr (Rank == 2) {
+      outer[r] = o_last;
+    } else {
+      const std::uint32_t o_first = span_bits(win_lo[r][0] - origin[0], win_w[r][0], geom.k_mask[0] + 1);
+      const int shift = geom.k_low[0] - geom.k_low[1];
+      std::uint32_t o = 0;
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+        if ((o_first >> i) & 1u) o |= o_last << (i << shift);
+      outer[r] = o;
+    }
+  }
+  TileBits<SN> bits;
+#pragma unroll
+  for (int w = 0; w < TileBits<SN>::words; ++w) {
+    std::uint32_t word = 0;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      std::uint32_t spread;  // the row's allowed outer indices of word w, at bits 4 (n % 8) + e
+      if constexpr (ki == 4) {  // four outer indices per word, a byte of bits each
+        const std::uint32_t b = (outer[r] >> (4 * w)) & 0xfu;
+        spread = ((b * 0x00204081u) & 0x01010101u) * 0x33u;
+      } else {  // two per word, sixteen bits each
+        const std::uint32_t b = (outer[r] >> (2 * w)) & 0x3u;
+        spread = (b & 1u) * 0x3333u | (b >> 1) * 0x33330000u;
+      }
+      word |= (inner[r] & spread) << (2 * r);
+    }
+    bits.w[w] = word;
+  }
+  return bits;
+}
+
 // softplus(y ln 2) / ln 2 = max(y, 0) + log2(1 + 2^-|y|) for y in base-2 units (the caller
 // applies the ln 2 once per row). Only the exponential takes the special-function unit:
 // log2(1 + u) for u in [0, 1] is u times a cubic on the FMA pipe (relative error < 4e-4 over
@@ -295,9 +396,9 @@ __device__ __forceinline__ float softplus_log2_units(float y) {
 }
 
 // The CTA's geometry of a patch-tiled launch (patch_tiles.cuh), nothing otherwise.
-template <bool Patched, class Patches>
+template <bool Patched, int BN, class Patches>
 __device__ __forceinline__ auto patch_cta(const Patches& pt) {
-  if constexpr (Patched) return PatchCTA<Patches::rank>(pt, int(blockIdx.x));
+  if constexpr (Patched) return PatchCTA<Patches::rank>(pt, int(blockIdx.x), std::countr_zero(unsigned(BN)));
   else return NoPatches{};
 }
 
@@ -359,7 +460,7 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
   if (KV::varlen && i0 >= p.Nq) return;  // ragged: this sequence is shorter than the longest
   using Patches = decltype(a.patches);
   constexpr int prank = Patches::rank > 0 ? Patches::rank : 1;
-  const auto geom = patch_cta<Patched>(a.patches);
+  const auto geom = patch_cta<Patched, BN>(a.patches);
   if constexpr (Patched)
     if (geom.empty()) return;  // a patch past the end of a shorter sub-grid
   const int Nq = int(p.Nq), Nk = int(p.Nk), D = int(p.D), Dv = int(p.Dv);
@@ -426,12 +527,17 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
   // unconditionally keeps the wgmma pipeline free of data-dependent branches, which ptxas
   // serialises). Their copies are in flight while the key tiles are classified.
   if constexpr (Patched) {
-    const auto token_of = [&](int r) {
-      int sub[prank];
-      return geom.query_token(r, sub);
-    };
-    load_rows<HD, BM, NT, QLayout>(sQ, GatheredRows<decltype(q_row), decltype(token_of)>{q_row, token_of}, a.q.data, D,
-                                   a.vec);
+    if (a.vec) {
+      static_assert(Patches::q_inner_bits == 4, "query patches 16 wide");
+      load_patch_tile<HD, BM, NT, QLayout, 4>(sQ, q_row, a.q.data, geom, geom.q_start, geom.q_low, geom.q_mask, D, int(threadIdx.x));
+    } else {
+      const auto token_of = [&](int r) {
+        int sub[prank];
+        return geom.query_token(r, sub);
+      };
+      load_rows<HD, BM, NT, QLayout>(sQ, GatheredRows<decltype(q_row), decltype(token_of)>{q_row, token_of}, a.q.data, D,
+                                     false);
+    }
   } else {
     load_tile<HD, BM, NT, QLayout>(sQ, q_row, a.q.data, i0, Nq, D, a.vec);
   }
@@ -494,9 +600,17 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
     if constexpr (Patched) {
       int origin[prank];
       geom.key_origin(kt, origin);
-      const auto token_of = [&](int c) { return geom.key_token(origin, c); };
-      load_rows<HD, BN, loaders, KVLayout>(dst, GatheredRows<std::remove_cvref_t<decltype(rows)>, decltype(token_of)>{rows, token_of},
-                                           any, n_cols, a.vec, loader_id);
+      if (a.vec) {
+        // (one copy per key patch width, so that a slot's offsets are constants)
+        if (geom.k_inner_bits == 5)
+          load_patch_tile<HD, BN, loaders, KVLayout, 5>(dst, rows, any, geom, origin, geom.k_low, geom.k_mask, n_cols, loader_id);
+        else
+          load_patch_tile<HD, BN, loaders, KVLayout, 4>(dst, rows, any, geom, origin, geom.k_low, geom.k_mask, n_cols, loader_id);
+      } else {
+        const auto token_of = [&](int c) { return geom.key_token(origin, c); };
+        load_rows<HD, BN, loaders, KVLayout>(dst, GatheredRows<std::remove_cvref_t<decltype(rows)>, decltype(token_of)>{rows, token_of},
+                                             any, n_cols, false, loader_id);
+      }
     } else {
       load_tile<HD, BN, loaders, KVLayout>(dst, rows, any, kt * BN, Nk, n_cols, a.vec, loader_id);
     }
@@ -657,9 +771,10 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
       row_ok[r] = row_i[r] >= 0;
 #pragma unroll
       for (int ax = 0; ax < prank; ++ax) {
-        const auto w = geom.window(mask, ax, sub[ax]);
-        win_lo[r][ax] = int(w.start);
-        win_w[r][ax] = row_ok[r] ? int(w.end - w.start) : 0;
+        int start, end;
+        geom.window(mask, ax, sub[ax], start, end);
+        win_lo[r][ax] = start;
+        win_w[r][ax] = row_ok[r] ? end - start : 0;
       }
     } else {
       row_i[r] = i0 + warp * 16 + g + 8 * r;
@@ -875,31 +990,9 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
     };
     int origin[prank] = {};  // patch tiling: the key patch's origin in sub-grid units
     if constexpr (Patched) {
-      // Key slot c = n * 8 + 2t + e: inner offset (n & 1) * 8 + 2t + e, outer slot n / 2. A
-      // key is allowed when every axis offset from the row's window start is below its width.
       geom.key_origin(kt, origin);
-      allow = Bits::none();
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int inner0 = origin[prank - 1] + 2 * t - win_lo[r][prank - 1];
-        bool outer_ok[BN / 16];
-#pragma unroll
-        for (int o = 0; o < BN / 16; ++o) {
-          outer_ok[o] = true;
-#pragma unroll
-          for (int ax = 0; ax < prank - 1; ++ax) {
-            const int sub = origin[ax] + (((o << 4) >> geom.k_low[ax]) & geom.k_mask[ax]);
-            outer_ok[o] = outer_ok[o] && unsigned(sub - win_lo[r][ax]) < unsigned(win_w[r][ax]);
-          }
-        }
-#pragma unroll
-        for (int n = 0; n < SN; ++n)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const bool ok = outer_ok[n / 2] && unsigned(inner0 + (n & 1) * 8 + e) < unsigned(win_w[r][prank - 1]);
-            allow.set(n, 2 * r + e, ok);
-          }
-      }
+      allow = geom.k_inner_bits == 5 ? patch_tile_bits<SN, 5>(geom, origin, win_lo, win_w, t)
+                                     : patch_tile_bits<SN, 4>(geom, origin, win_lo, win_w, t);
     } else if constexpr (SpanMask<MaskT> && !LogitMask<MaskT>) {
       if (kind != TileKind::full) allow = interval_bits(span_lo, span_w, sink_w);
     } else if constexpr (!LogitMask<MaskT>) {

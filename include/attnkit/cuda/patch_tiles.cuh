@@ -3,10 +3,12 @@
 // Row-major tiles drag whole grid rows of keys into every tile: a 13 x 13 window on a
 // 128-wide grid allows 10% of the pairs of each key tile it visits. Here a CTA's queries are
 // a compact patch of one dilation sub-grid (16 tokens along the innermost axis, one warp's
-// rows, with the warps stacked along the outer axes) and its key tiles are 4 x 16 patches
-// gathered row by row from the box that its windows cover (26% of the pairs at 13 x 13).
-// A slot's coordinates are shifts of its index, so a partial tile's mask is a few unsigned
-// compares per key instead of divisions.
+// rows, with the warps stacked along the outer axes) and its key tiles are patches of the
+// box that its windows cover, 16 or 32 tokens wide along the innermost axis, whichever
+// covers an interior box with fewer tiles (13 x 13 under 8 x 16 queries: a 20 x 28 box in
+// five 4 x 32 tiles, 26% of the pairs allowed). A slot's coordinates are shifts of its
+// index, so a partial tile's mask is interval arithmetic on bit masks, not a test per key.
+#include <algorithm>
 #include <bit>
 #include <type_traits>
 
@@ -24,14 +26,23 @@ template <int Rank>
 struct PatchTiling {
   static_assert(Rank >= 2 && Rank <= 3, "patch tiling is for 2-D and 3-D neighborhoods");
   static constexpr int rank = Rank;
-  static constexpr int inner_bits = 4;  // 16 tokens along the innermost axis
+  static constexpr int q_inner_bits = 4;  // a warp's 16 query rows along the innermost axis
+
+  // Key patches of 2^total slots: 2^inner (16 or 32) along the innermost axis.
+  struct KeyPatch {
+    int total, inner;
+    int bits[Rank];  // log2 of the extent per axis
+    int low[Rank];   // bit position of axis a's offset in a slot index
+  };
 
   Neighborhood<Rank> mask;
   int stride[Rank];        // linear stride of each axis
   int sub_max[Rank];       // longest dilation sub-grid along each axis: ceil(grid / dilation)
-  int q_bits[Rank], k_bits[Rank];  // log2 of the query / key patch extent per axis
-  int q_low[Rank], k_low[Rank];    // bit position of axis a's offset in a slot index
+  int q_bits[Rank], q_low[Rank];  // query patches: as KeyPatch
   int patches[Rank];       // query patches per sub-grid along each axis
+  // Key patches for the kernel's two key tile widths (the sm_90a code and the mma.sync code
+  // tile differently; each picks its own, so the host need not know which runs).
+  KeyPatch keys[2];
 
   // Patch tiling pays off where windows are narrow against the grid: a window that spans
   // most of the innermost axis makes row-major tiles full, which need no element test.
@@ -41,18 +52,20 @@ struct PatchTiling {
   }
 
   PatchTiling() = default;
-  // Query patches of BM = 16 << outer_q tokens, key patches of BN = 16 << outer_k.
-  PatchTiling(const Neighborhood<Rank>& m, int outer_q, int outer_k) : mask(m) {
+  // Query patches of 16 << outer_q tokens; key patches of 2^key_bits[i] slots.
+  PatchTiling(const Neighborhood<Rank>& m, int outer_q, const int (&key_bits)[2]) : mask(m) {
     int s = 1;
     for (int a = Rank - 1; a >= 0; --a) {
       stride[a] = s;
       s *= int(m.grid[a]);
       sub_max[a] = int((m.grid[a] + m.dilation[a] - 1) / m.dilation[a]);
     }
-    split(outer_q, q_bits, q_low);
-    split(outer_k, k_bits, k_low);
+    split(q_inner_bits, outer_q, q_bits, q_low);
     for (int a = 0; a < Rank; ++a) patches[a] = (sub_max[a] + (1 << q_bits[a]) - 1) >> q_bits[a];
+    for (int i = 0; i < 2; ++i) keys[i] = key_patch(m, key_bits[i]);
   }
+  // The key patch of a kernel whose tiles have 2^total keys (host and device agree on 64 or 128).
+  ATTNKIT_HD const KeyPatch& key_patch(int total) const { return keys[0].total == total ? keys[0] : keys[1]; }
 
   // CTAs: every (sub-grid, patch) combination of every axis.
   index_t query_patches() const {
@@ -62,10 +75,28 @@ struct PatchTiling {
   }
 
  private:
-  // 16 along the innermost axis; the outer bits go to the next axis as far as its extent
-  // uses them, the rest to the axis before it.
-  void split(int outer, int (&bits)[Rank], int (&low)[Rank]) const {
-    bits[Rank - 1] = inner_bits;
+  // The key patch width that covers an interior query patch's box (its extent plus the
+  // kernel less one, per axis) with the fewest tiles; ties to 16.
+  KeyPatch key_patch(const Neighborhood<Rank>& m, int total) const {
+    KeyPatch best{};
+    long best_tiles = -1;
+    for (int ki = 4; ki <= 5 && ki <= total; ++ki) {
+      KeyPatch k{total, ki, {}, {}};
+      split(ki, total - ki, k.bits, k.low);
+      long tiles = 1;
+      for (int a = 0; a < Rank; ++a) {
+        const int q_extent = std::min(1 << q_bits[a], sub_max[a]);
+        const int box = std::min(q_extent + int(m.kernel[a]) - 1, sub_max[a]);
+        tiles *= (box + (1 << k.bits[a]) - 1) >> k.bits[a];
+      }
+      if (best_tiles < 0 || tiles < best_tiles) best = k, best_tiles = tiles;
+    }
+    return best;
+  }
+  // `inner` bits along the innermost axis; the outer bits go to the next axis as far as its
+  // extent uses them, the rest to the axis before it.
+  void split(int inner, int outer, int (&bits)[Rank], int (&low)[Rank]) const {
+    bits[Rank - 1] = inner;
     for (int a = Rank - 2; a >= 0; --a) {
       const int useful = int(std::bit_width(unsigned(sub_max[a] - 1)));  // ceil(log2(extent))
       bits[a] = a == 0 ? outer : std::min(outer, useful);
@@ -106,10 +137,15 @@ struct PatchCTA {
   int q_start[Rank];        // first sub-grid coordinate of the query patch
   int k_lo[Rank];           // key box origin
   int k_tiles[Rank];        // key patches along each axis
+  float k_tiles_rcp[Rank];  // 1 / k_tiles: key_origin divides by a multiply
   int q_low[Rank], q_mask[Rank], k_low[Rank], k_mask[Rank];
+  int k_inner_bits;         // log2 of a key patch's extent along the innermost axis
 
-  __device__ PatchCTA(const PatchTiling<Rank>& pt, int patch) {
+  // Query patch `patch` of the tiling, key patches of 2^key_bits slots.
+  __device__ PatchCTA(const PatchTiling<Rank>& pt, int patch, int key_bits) {
+    const auto& kp = pt.key_patch(key_bits);
     group_base = 0;
+    k_inner_bits = kp.inner;
     for (int a = Rank - 1; a >= 0; --a) {
       const int n = int(pt.mask.dilation[a]) * pt.patches[a];
       const int s = patch % n;
@@ -121,14 +157,17 @@ struct PatchCTA {
       group[a] = g, dilation[a] = d;
       step[a] = d * pt.stride[a];
       q_low[a] = pt.q_low[a], q_mask[a] = (1 << pt.q_bits[a]) - 1;
-      k_low[a] = pt.k_low[a], k_mask[a] = (1 << pt.k_bits[a]) - 1;
+      k_low[a] = kp.low[a], k_mask[a] = (1 << kp.bits[a]) - 1;
       // Windows move monotonically with the query: the box runs from the first query's
       // window start to the last one's end.
       const int last = min(q_start[a] + q_mask[a], sub_len[a] - 1);
-      const int first_x = g + d * q_start[a], last_x = g + d * last;
-      k_lo[a] = int(pt.mask.window(a, first_x).start);
-      const int k_hi = q_start[a] < sub_len[a] ? int(pt.mask.window(a, last_x).end) : k_lo[a];
-      k_tiles[a] = (k_hi - k_lo[a] + k_mask[a]) >> pt.k_bits[a];
+      int lo, hi, unused;
+      window(pt.mask, a, q_start[a], lo, unused);
+      window(pt.mask, a, last, unused, hi);
+      k_lo[a] = lo;
+      if (q_start[a] >= sub_len[a]) hi = lo;
+      k_tiles[a] = (hi - lo + k_mask[a]) >> kp.bits[a];
+      k_tiles_rcp[a] = 1.f / float(max(k_tiles[a], 1));
     }
   }
   __device__ bool empty() const {
@@ -141,9 +180,16 @@ struct PatchCTA {
     for (int a = 0; a < Rank; ++a) n *= k_tiles[a];
     return n;
   }
-  // Window of query sub-grid coordinate `sub` along axis a: [start, end) in sub-grid units.
-  __device__ typename Neighborhood<Rank>::AxisWindow window(const Neighborhood<Rank>& m, int a, int sub) const {
-    return m.window(a, group[a] + dilation[a] * sub);
+  // Window of query sub-grid coordinate `sub` along axis a: [start, end) in sub-grid units
+  // (Neighborhood::window without its 64-bit divisions: the CTA knows its sub-grid).
+  __device__ void window(const Neighborhood<Rank>& m, int a, int sub, int& start, int& end) const {
+    const int K = int(m.kernel[a]), L = sub_len[a];
+    if (m.causal[a]) {
+      start = max(sub - K + 1, 0), end = sub + 1;
+    } else {
+      start = min(max(sub - K / 2, 0), max(L - K, 0));
+      end = min(start + K, L);
+    }
   }
   // Query row r of the patch: its sub-grid coordinates and token (-1: outside the grid).
   __device__ int query_token(int r, int (&sub)[Rank]) const {
@@ -156,11 +202,14 @@ struct PatchCTA {
     }
     return ok ? tok : -1;
   }
-  // Origin of key tile kt (innermost axis fastest).
+  // Origin of key tile kt (innermost axis fastest). The quotients come from a float
+  // multiply: (kt + 1/2) / k lies at least 1 / 2k from an integer, far above the product's
+  // rounding error for kt < 2^22.
   __device__ void key_origin(int kt, int (&origin)[Rank]) const {
     for (int a = Rank - 1; a >= 0; --a) {
-      origin[a] = k_lo[a] + (kt % k_tiles[a]) * (k_mask[a] + 1);
-      kt /= k_tiles[a];
+      const int q = int((float(kt) + 0.5f) * k_tiles_rcp[a]);
+      origin[a] = k_lo[a] + (kt - q * k_tiles[a]) * (k_mask[a] + 1);
+      kt = q;
     }
   }
   // Key slot c of the tile at `origin`: its token, -1 outside the sub-grid.
