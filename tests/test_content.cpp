@@ -49,6 +49,20 @@ TEST_CASE("MoBA with blocks of whole key tiles (row intervals per tile) matches 
   }
 }
 
+// MoBA prefill from key 0 runs as gathered (query, key block) pairs plus each query block's
+// own causal block, merged per row (cpu/moba_gather.hpp): GQA, both layouts, 16-bit storage,
+// blocks that leave a short last block, top_k = 1 (own blocks only), every score function
+// (sigmoid's bias resolved against the whole call), and queries past the keys' end.
+TEST_CASE("MoBA prefill through gathered pairs matches the reference", "[content]") {
+  const Shape a{1, 4, 2, 300, 300, 32, 16, false, {}}, b{2, 2, 1, 257, 257, 24, 24, true, {}};
+  check_variant<float>(make_attention(Softmax{}, MoBA{40, 3}), a);
+  check_variant<bfloat16>(make_attention(Softmax{}, MoBA{32, 4}), b);
+  check_variant<float>(make_attention(Sigmoid{}, MoBA{50, 2}), b);
+  check_variant<float>(make_attention(Linear<>{}, MoBA{64, 2}), a);
+  check_variant<float>(make_attention(Softplus{}, MoBA{32, 1}), a);
+  check_variant<float>(make_attention(Softmax{}, MoBA{32, 3}), Shape{1, 2, 1, 200, 150, 32, 32, false, 0});
+}
+
 // Key blocks of whole tiles: block top-k, or a BSR layout, over a band is then a band or
 // nothing per row inside a tile (And<block layout, band>::block_span), sinks included.
 static_assert(BlockSpanMask<And<BlockMaskBSR, Causal>> && BlockSpanMask<And<SlidingWindow, BlockMaskBSR>>,

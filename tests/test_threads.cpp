@@ -11,15 +11,18 @@ TEST_CASE("one thread, two threads and an engine-driven work range agree bit for
   const Shape s{2, 4, 2, 150, 150, 32, 32, false, {}};
   Tensor<float> q(s, s.Hq, s.Nq, s.D), k(s, s.Hkv, s.Nk, s.D), v(s, s.Hkv, s.Nk, s.Dv);
   fill_normal(q), fill_normal(k), fill_normal(v);
-  Tensor<float> o1(s, s.Hq, s.Nq, s.Dv), o2 = o1, o3 = o1;
-  o2.view.data = o2.data.data(), o3.view.data = o3.data.data();
+  Tensor<float> o1(s, s.Hq, s.Nq, s.Dv), o2 = o1, o3 = o1, o4 = o1;
+  o2.view.data = o2.data.data(), o3.view.data = o3.data.data(), o4.view.data = o4.data.data();
   const auto attn = make_attention(Softmax{}, MoBA{32, 2});
   Options one, two;
   one.threads = 1, two.threads = 2;
-  cpu::run(attn, q.cview(), k.cview(), v.cview(), o1.view, one);
+  cpu::run(attn, q.cview(), k.cview(), v.cview(), o1.view, one);  // (MoBA prefill: gathered pairs)
   cpu::run(attn, q.cview(), k.cview(), v.cview(), o2.view, two);
   REQUIRE(o1.data == o2.data);
-  // the work-range API, driven by two "engine" threads over interleaved ranges
+  // the work-range API (the tile loop), driven by the default driver on one thread and by two
+  // "engine" threads over interleaved ranges
+  auto serial = cpu::make_plan(attn, q.cview(), k.cview(), v.cview(), o4.view);
+  cpu::drive(serial, 1);
   auto plan = cpu::make_plan(attn, q.cview(), k.cview(), v.cview(), o3.view);
   plan.prepare(0, plan.prepare_items());
   std::thread t([&] {
@@ -29,7 +32,7 @@ TEST_CASE("one thread, two threads and an engine-driven work range agree bit for
   decltype(plan)::Worker w;
   for (index_t i = 0; i < plan.work_items(); i += 2) plan.execute(i, i + 1, w);
   t.join();
-  REQUIRE(o1.data == o3.data);
+  REQUIRE(o4.data == o3.data);
 }
 
 TEST_CASE("concurrent calls of different variants equal serial calls", "[threads]") {

@@ -81,9 +81,19 @@ inline std::vector<float> key_block_means(const HeadInputs& in, index_t block) {
   return means;
 }
 
+// Vectorised along n (a scalar sum is one dependent add per element: MoBA's routing of 4096
+// rows against 64 block means took ~20 ms of a 30 ms call that way).
 inline float dot(const float* x, const float* y, index_t n) {
-  float s = 0.f;
-  for (index_t d = 0; d < n; ++d) s += x[d] * y[d];
+  constexpr index_t W = simd_width;
+  vfloat acc0(0.f), acc1(0.f);
+  index_t d = 0;
+  for (; d + 2 * W <= n; d += 2 * W) {
+    acc0 = xsimd::fma(vfloat::load_unaligned(x + d), vfloat::load_unaligned(y + d), acc0);
+    acc1 = xsimd::fma(vfloat::load_unaligned(x + d + W), vfloat::load_unaligned(y + d + W), acc1);
+  }
+  for (; d + W <= n; d += W) acc0 = xsimd::fma(vfloat::load_unaligned(x + d), vfloat::load_unaligned(y + d), acc0);
+  float s = xsimd::hadd(acc0 + acc1);
+  for (; d < n; ++d) s += x[d] * y[d];
   return s;
 }
 

@@ -7,13 +7,15 @@
 //   cpu::run_paged(attn, q, q_rows, kv, o, opts)             keys and values in a paged cache
 // Calls with few query rows per kv head (decoding: queries x GQA group <= decode_max_rows) take
 // the decode kernel (decode.hpp) instead of the tile loop, automatically; cluster routing alone
-// runs as dense attention inside each cluster (cluster_gather.hpp).
+// runs as dense attention inside each cluster (cluster_gather.hpp), MoBA prefill as dense
+// attention over gathered (query, key block) pairs (moba_gather.hpp).
 #include <type_traits>
 #include <vector>
 
 #include "../core/batch_check.hpp"
 #include "batch.hpp"
 #include "cluster_gather.hpp"
+#include "moba_gather.hpp"
 #include "parallel.hpp"
 #include "plan.hpp"
 
@@ -69,6 +71,13 @@ TileCounters run(const Variant& attn, TensorView<TQ> q, TensorView<TK> k, Tensor
   if (takes_decode<Variant>(q.shape[2], detail::gqa_group(q, k)))
     return detail::run_batched<Variant, std::remove_const_t<TQ>, std::remove_const_t<TK>, std::remove_const_t<TV>, TO>(
         attn, q, k, v, o, opt, nullptr);
+  if constexpr (gathers_moba<Variant>()) {
+    using Q = std::remove_const_t<TQ>;
+    using K = std::remove_const_t<TK>;
+    using V = std::remove_const_t<TV>;
+    if (detail::moba_gather_applies(attn, make_problem<Q, K, V, TO>(q, k, v, o, opt), opt))
+      return detail::run_moba_gathered<Variant, Q, K, V, TO>(attn, q, k, v, o, opt);
+  }
   auto plan = make_plan(attn, q, k, v, o, opt);
   drive(plan, opt.threads);
   return plan.counters();
