@@ -47,11 +47,11 @@ bool moba_gather_applies(const Variant& attn, const ProblemInfo& p, const Option
          !score_needs_row_count(attn.score.resolve(p)) && p.Nq > attn.mask.block;
 }
 
+// p: the call's problem (make_problem), for which moba_gather_applies.
 template <class Variant, class TQ, class TK, class TV, class TO>
 TileCounters run_moba_gathered(const Variant& attn, TensorView<const TQ> q, TensorView<const TK> k,
-                               TensorView<const TV> v, TensorView<TO> o, const Options& opt) {
+                               TensorView<const TV> v, TensorView<TO> o, const Options& opt, const ProblemInfo& p) {
   static_assert(gathers_moba<Variant>());
-  const ProblemInfo p = make_problem<TQ, TK, TV, TO>(q, k, v, o, opt);
   attn.validate(p);
   const MoBA& m = attn.mask;
   const index_t B = p.B, Hq = p.Hq, Nq = p.Nq, Nk = p.Nk, D = p.D, Dv = p.Dv, blk = m.block;

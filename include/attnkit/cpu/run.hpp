@@ -75,8 +75,9 @@ TileCounters run(const Variant& attn, TensorView<TQ> q, TensorView<TK> k, Tensor
     using Q = std::remove_const_t<TQ>;
     using K = std::remove_const_t<TK>;
     using V = std::remove_const_t<TV>;
-    if (detail::moba_gather_applies(attn, make_problem<Q, K, V, TO>(q, k, v, o, opt), opt))
-      return detail::run_moba_gathered<Variant, Q, K, V, TO>(attn, q, k, v, o, opt);
+    const ProblemInfo p = make_problem<Q, K, V, TO>(q, k, v, o, opt);
+    if (detail::moba_gather_applies(attn, p, opt))
+      return detail::run_moba_gathered<Variant, Q, K, V, TO>(attn, q, k, v, o, opt, p);
   }
   auto plan = make_plan(attn, q, k, v, o, opt);
   drive(plan, opt.threads);

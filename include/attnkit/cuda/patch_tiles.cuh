@@ -62,7 +62,7 @@ struct PatchTiling {
     }
     split(q_inner_bits, outer_q, q_bits, q_low);
     for (int a = 0; a < Rank; ++a) patches[a] = (sub_max[a] + (1 << q_bits[a]) - 1) >> q_bits[a];
-    for (int i = 0; i < 2; ++i) keys[i] = key_patch(m, key_bits[i]);
+    for (int i = 0; i < 2; ++i) keys[i] = best_key_patch(m, key_bits[i]);
   }
   // The key patch of a kernel whose tiles have 2^total keys (host and device agree on 64 or 128).
   ATTNKIT_HD const KeyPatch& key_patch(int total) const { return keys[0].total == total ? keys[0] : keys[1]; }
@@ -77,7 +77,7 @@ struct PatchTiling {
  private:
   // The key patch width that covers an interior query patch's box (its extent plus the
   // kernel less one, per axis) with the fewest tiles; ties to 16.
-  KeyPatch key_patch(const Neighborhood<Rank>& m, int total) const {
+  KeyPatch best_key_patch(const Neighborhood<Rank>& m, int total) const {
     KeyPatch best{};
     long best_tiles = -1;
     for (int ki = 4; ki <= 5 && ki <= total; ++ki) {

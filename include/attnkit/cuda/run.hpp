@@ -100,7 +100,6 @@ void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, index_t 
     using Shape = ForwardShape<Tiles, true, is_linear_score<Score>()>;
     const int key_bits[2] = {std::countr_zero(unsigned(Shape::key_tile(false))), std::countr_zero(unsigned(Shape::key_tile(true)))};
     const patch_tiling_t<MaskT> tiling(args.attn.mask, std::countr_zero(unsigned(Tiles::warps)), key_bits);
-    const bool hopper = compute_capability_major() == 9;  // may run the sm_90a code: the larger tiles
     const index_t ctas = tiling.query_patches();
     const bool filled = ctas * Tiles::BM <= 2 * p.Nq;
     if (p.Nq == p.Nk && p.q_offset == 0 && p.key_begin == 0 && p.key_end == p.Nk &&
@@ -110,6 +109,7 @@ void launch_forward(const ForwardArgs<Variant, Score, T, TO, KV>& args, index_t 
       a.patches = tiling;
       a.cached_tiles = 0;
       require(ctas < (index_t(1) << 31), "mask.grid", "too many query patches for one launch");
+      const bool hopper = compute_capability_major() == 9;  // may run the sm_90a code: the larger tiles
       const int smem = gmma::cta_shared_bytes(Shape::tile_bytes(hopper) + Shape::align_slack);
       ensure_dynamic_smem<kernel>(smem, "cudaFuncSetAttribute(forward_kernel)");
       kernel<<<dim3(unsigned(ctas), unsigned(p.Hq), unsigned(p.B)), Tiles::threads, smem, stream>>>(a);
