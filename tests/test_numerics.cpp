@@ -1,6 +1,7 @@
 // Storage conversions and the CPU backend's vectorised math.
 #include <attnkit/core/fast_divisor.hpp>
 #include <attnkit/cpu/simd.hpp>
+#include <attnkit/cpu/topk_select.hpp>
 
 #include "support.hpp"
 
@@ -105,4 +106,40 @@ TEST_CASE("the kernels' scratch rows start on cache lines, whatever their size a
     REQUIRE(rows.front() == 1.f);
     REQUIRE(rows.back() == 2.f);
   }
+}
+
+TEST_CASE("top-k ranked keys order like (logit, -index) and select_best keeps exactly the k best", "[numerics]") {
+  using cpu::RankedKey;
+  const float inf = __builtin_huge_valf();
+  // the rank: higher logit first, at equal logits (-0 == +0) the lower index
+  const float logits[] = {-inf, -3.5f, -1e-30f, -0.f, 0.f, 1e-30f, 2.f, 3e38f, inf};
+  for (float a : logits)
+    for (float b : logits)
+      for (index_t ja : {index_t(0), index_t(7), cpu::ranked_key_limit - 1})
+        for (index_t jb : {index_t(1), index_t(7), index_t(4000000000)}) {
+          const bool better = a > b || (a == b && ja < jb);
+          CHECK((RankedKey::make(a, ja) > RankedKey::make(b, jb)) == better);
+        }
+  for (float a : logits) {
+    CHECK(RankedKey::make(a, 5).logit() == a);  // -0 comes back as +0, equal as a float
+    CHECK(RankedKey::make(a, 5).key() == 5);
+  }
+  // select_best against a full sort, with tied logits, sizes around the selection's cutoff
+  INFO("seed " << test::process_seed() << " (set ATTNKIT_TEST_SEED to reproduce)");
+  std::mt19937& gen = test::rng();
+  for (const index_t n : {1, 2, 16, 17, 40, 128, 300})
+    for (const index_t kk : {index_t(1), index_t(5), n / 2 + 1, n}) {
+      if (kk > n) continue;
+      std::vector<RankedKey> x(static_cast<std::size_t>(n)), tmp(x.size());
+      std::uniform_int_distribution<int> level(-8, 8);
+      for (index_t i = 0; i < n; ++i) x[std::size_t(i)] = RankedKey::make(float(level(gen)) * 0.25f, (i * 7919) % 100003);
+      std::vector<RankedKey> sorted = x;
+      std::sort(sorted.begin(), sorted.end(), [](RankedKey a, RankedKey b) { return a > b; });
+      cpu::select_best(x.data(), n, kk, tmp.data());
+      std::vector<RankedKey> kept(x.begin(), x.begin() + kk);
+      std::sort(kept.begin(), kept.end(), [](RankedKey a, RankedKey b) { return a > b; });
+      INFO("n = " << n << ", k = " << kk);
+      for (index_t i = 0; i < kk; ++i) CHECK(kept[std::size_t(i)].bits == sorted[std::size_t(i)].bits);
+      CHECK(x[std::size_t(kk - 1)].bits == sorted[std::size_t(kk - 1)].bits);  // the k-th best last
+    }
 }

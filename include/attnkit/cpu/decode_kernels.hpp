@@ -46,12 +46,6 @@ ATTNKIT_INLINE vfloat sum_lanes(const vfloat* x) {
 #endif
 }
 
-// Requests the cache lines of elements [from, from + n) of a row, into L1 (Near) or L2.
-template <bool Near = true, class T>
-ATTNKIT_INLINE void prefetch_row(const T* row, index_t n, index_t from = 0) {
-  const char* bytes = reinterpret_cast<const char*>(row + from);
-  for (index_t b = 0; b < index_t(n * sizeof(T)); b += 64) __builtin_prefetch(bytes + b, 0, Near ? 3 : 2);
-}
 // Rows requested ahead of use go to L2: a chunk ahead does not fit L1 beside the chunk in use.
 inline constexpr bool decode_prefetch_near = false;
 

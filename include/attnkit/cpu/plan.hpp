@@ -10,6 +10,7 @@
 // only, the score function's monoid update vectorised across the tile's queries, O += P V.
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -25,6 +26,7 @@
 #include "neighborhood_tiles.hpp"
 #include "parallel.hpp"
 #include "simd.hpp"
+#include "topk_select.hpp"
 
 namespace attnkit::cpu {
 
@@ -48,10 +50,6 @@ class Plan {
 
  public:
   // Scratch memory of one thread; keep one per thread across execute() calls.
-  struct KeptKey {
-    float s;  // logit after modifiers
-    index_t j;
-  };
   struct Worker {
     line_vector<float> qt, qrow, st, valid, acc, m, l, lambda, alpha;
     std::vector<index_t> qi;            // query indices of the current tile
@@ -60,7 +58,8 @@ class Plan {
     // Head (b, kv head) held in kcache / vcache; valid within one execute() call only: the
     // next call may belong to another plan (other tensors, another Nk) or see new data.
     index_t cached_b = -1, cached_h = -1;
-    std::vector<KeptKey> kept;          // top-k: each row's best keys so far, [tile_q, 2k]
+    std::vector<RankedKey> kept;        // top-k: each row's best keys so far (logits after modifiers), [tile_q, 2k]
+    std::vector<RankedKey> kept_tmp;    // the selection's scratch, [2k]
     std::vector<index_t> kept_n, kept_seen;  // keys held, allowed keys seen (per row)
     line_vector<float> kept_worst;           // the bar a key must beat (after k keys seen), [TQP]
     std::vector<RowThreshold> thresholds;
@@ -76,6 +75,8 @@ class Plan {
       : attn_(attn), q_(q), k_(k), v_(v), o_(o), opt_(opt), slot_(slot) {
     p_ = make_problem(q, k, v, o, opt);
     attn.validate(p_);
+    if constexpr (is_topk_mask_v<MaskT>)
+      require(p_.Nk <= ranked_key_limit, "k", "top-k on the CPU takes at most 2^32 keys per sequence");
     score_ = attn.score.resolve(p_);
     if (opt.lse)
       require(score_has_lse<Score>(), "lse",
@@ -486,36 +487,37 @@ class Plan {
                    index_t rows) const {
     const index_t pos0 = p_.pos(i0), kk = topk_keep();
     w.kept.resize(std::size_t(tile_q * 2 * kk));
+    w.kept_tmp.resize(std::size_t(2 * kk));
     w.kept_n.assign(std::size_t(tile_q), 0);
     w.kept_seen.assign(std::size_t(tile_q), 0);
     w.kept_worst.assign(std::size_t(TQP), neg_inf);
     std::fill(w.kept_worst.begin() + rows, w.kept_worst.end(), __builtin_huge_valf());
     w.thresholds.assign(std::size_t(tile_q), RowThreshold{});
-    const auto better = [](const KeptKey& x, const KeptKey& y) { return x.s > y.s || (x.s == y.s && x.j < y.j); };
     // Keeps row r's best k at [0, k), the k-th best at k - 1.
     const auto prune = [&](index_t r) {
-      KeptKey* row = w.kept.data() + r * 2 * kk;
-      std::nth_element(row, row + (kk - 1), row + w.kept_n[r], better);
+      RankedKey* row = w.kept.data() + r * 2 * kk;
+      select_best(row, w.kept_n[r], kk, w.kept_tmp.data());
       w.kept_n[r] = kk;
-      w.kept_worst[r] = row[kk - 1].s;
+      w.kept_worst[r] = row[kk - 1].logit();
     };
     const auto take = [&](index_t r, float s, index_t j) {
-      w.kept[std::size_t(r * 2 * kk + w.kept_n[r]++)] = {s == s ? s : neg_inf, j};  // NaN ranks lowest
+      w.kept[std::size_t(r * 2 * kk + w.kept_n[r]++)] = RankedKey::make(s == s ? s : neg_inf, j);  // NaN ranks lowest
       if (w.kept_n[r] == 2 * kk) prune(r);
     };
     for_each_key_tile(base, pos0, rows, tile_keys(base, pos0, rows, 0, p_.Nk), [&](index_t jlo, index_t n, TileKind kind) {
       if (kind == TileKind::skip) return;
       tile_logits(w, kv, jlo, n, b, h, rows);
       if (kind == TileKind::full && std::all_of(w.kept_seen.begin(), w.kept_seen.begin() + rows, [&](index_t x) { return x >= kk; })) {
-        // Every row has its bar: simd_width rows per compare, a row's keys only where one beats it
-        // (rows past the tile's queries have a bar of +inf).
+        // Every row has its bar: simd_width rows per compare, then only the rows whose bar a
+        // key beats (rows past the tile's queries have a bar of +inf). Visiting those rows by
+        // their bits, not by a compare per row, keeps the unpredictable branches to one a take.
         for (index_t c = 0; c < n; ++c)
           for (index_t r0 = 0; r0 < rows; r0 += simd_width) {
-            const auto beat = vfloat::load_unaligned(w.st.data() + c * TQP + r0) > vfloat::load_unaligned(w.kept_worst.data() + r0);
-            if (!xsimd::any(beat)) continue;
-            for (index_t r = r0; r < std::min(rows, r0 + simd_width); ++r) {
-              const float s = w.st[c * TQP + r];
-              if (s > w.kept_worst[r]) take(r, s, jlo + c);
+            const float* st = w.st.data() + c * TQP + r0;
+            unsigned beat = lane_bits(vfloat::load_unaligned(st) > vfloat::load_unaligned(w.kept_worst.data() + r0));
+            for (; beat != 0; beat &= beat - 1) {
+              const int lane = std::countr_zero(beat);
+              take(r0 + lane, st[lane], jlo + c);
             }
           }
         for (index_t r = 0; r < rows; ++r) w.kept_seen[r] += n;
@@ -535,8 +537,8 @@ class Plan {
           }
           take(r, s, jlo + c);
           if (++w.kept_seen[r] == kk) {
-            const KeptKey* row = w.kept.data() + r * 2 * kk;
-            w.kept_worst[r] = std::min_element(row, row + kk, [](const KeptKey& x, const KeptKey& y) { return x.s < y.s; })->s;
+            const RankedKey* row = w.kept.data() + r * 2 * kk;
+            w.kept_worst[r] = std::min_element(row, row + kk)->logit();
           }
         }
     });
@@ -546,8 +548,8 @@ class Plan {
         continue;
       }
       prune(r);
-      const KeptKey& kth = w.kept[std::size_t(r * 2 * kk + kk - 1)];
-      w.thresholds[r] = {kth.s, kth.j, kk};
+      const RankedKey kth = w.kept[std::size_t(r * 2 * kk + kk - 1)];
+      w.thresholds[r] = {kth.logit(), kth.key(), kk};
     }
   }
 
@@ -566,11 +568,13 @@ class Plan {
                       });
     const index_t kk = topk_keep();
     for (index_t r = 0; r < rows; ++r) {
-      const KeptKey* kept = w.kept.data() + r * 2 * kk;
+      const RankedKey* kept = w.kept.data() + r * 2 * kk;
       w.sel.clear();
       w.kidx.clear();
-      for (index_t e = 0; e < w.kept_n[r]; ++e)
-        if (kept[e].j >= p_.key_begin && kept[e].j < p_.key_end) w.sel.push_back(kept[e].s), w.kidx.push_back(kept[e].j);
+      for (index_t e = 0; e < w.kept_n[r]; ++e) {
+        const index_t j = kept[e].key();
+        if (j >= p_.key_begin && j < p_.key_end) w.sel.push_back(kept[e].logit()), w.kidx.push_back(j);
+      }
       const index_t n = index_t(w.kidx.size());
       // Weights in place, simd_width at a time (the tail padded with a logit of weight 0 for
       // max-tracking scores; other scores' tails are never read).
@@ -587,17 +591,29 @@ class Plan {
       float* pw = w.sel.data();
       for (index_t e = 0; e < n; e += W)
         score_.template weight<vfloat>(vfloat::load_unaligned(pw + e), vfloat(m), vfloat(lambda)).store_unaligned(pw + e);
-      float* acc = w.acc.data() + r * Dvp_;
       float l = 0.f;
-      for (index_t e = 0; e < n; ++e) {
-        const float pe = pw[e];
-        l += pe;
-        const TV* vrow = kv.v.row(w.kidx[e]);
-        const vfloat pv(pe);
-        for (index_t d = 0; d < Dv; d += W)
-          xsimd::fma(pv, load_floats(vrow + d, Dv - d), vfloat::load_unaligned(acc + d)).store_unaligned(acc + d);
-      }
+      for (index_t e = 0; e < n; ++e) l += pw[e];
       w.l[r] = l;
+      // O row += sum_e p_e v_e in column blocks held in registers across the kept keys (an
+      // accumulator loaded and stored per key and vector chained each key's FMAs through memory).
+      float* acc = w.acc.data() + r * Dvp_;
+      auto block = [&]<int NB>(std::integral_constant<int, NB>, index_t d) ATTNKIT_INLINE_LAMBDA {
+        vfloat a[NB];
+        for (int u = 0; u < NB; ++u) a[u] = vfloat::load_unaligned(acc + d + u * W);
+        for (index_t e = 0; e < n; ++e) {
+          // The kept keys' rows are scattered over the cache: request the block of one a few keys ahead.
+          if (e + 4 < n) prefetch_row(kv.v.row(w.kidx[e + 4]) + d, std::min<index_t>(NB * W, Dv - d));
+          const vfloat pv(pw[e]);
+          const TV* vrow = kv.v.row(w.kidx[e]) + d;
+          for (int u = 0; u < NB; ++u)
+            a[u] = xsimd::fma(pv, NB > 1 ? load_floats(vrow + u * W) : load_floats(vrow, Dv - d), a[u]);
+        }
+        for (int u = 0; u < NB; ++u) a[u].store_unaligned(acc + d + u * W);
+      };
+      constexpr int NB = 8;  // vectors per block: 8 accumulators, a value and p in 16 registers (AVX2)
+      index_t d = 0;
+      for (; d + NB * W <= Dv; d += NB * W) block(std::integral_constant<int, NB>{}, d);
+      for (; d < Dv; d += W) block(std::integral_constant<int, 1>{}, d);
     }
     finish_rows(w, b, h, rows);
   }

@@ -9,6 +9,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "../core/math.hpp"
+#include "../core/tensor.hpp"  // index_t
 
 namespace attnkit {
 
@@ -34,6 +35,30 @@ struct LineAllocator {
 };
 template <class T>
 using line_vector = std::vector<T, LineAllocator<T>>;
+
+// Requests the cache lines of elements [from, from + n) of a row, into L1 (Near) or L2.
+template <bool Near = true, class T>
+ATTNKIT_INLINE void prefetch_row(const T* row, index_t n, index_t from = 0) {
+  const char* bytes = reinterpret_cast<const char*>(row + from);
+  for (index_t b = 0; b < index_t(n * sizeof(T)); b += 64) __builtin_prefetch(bytes + b, 0, Near ? 3 : 2);
+}
+
+// Bit c set where lane c of m is true: one instruction on AVX / AVX-512.
+inline unsigned lane_bits(const xsimd::batch_bool<float>& m) {
+#if defined(__AVX512F__)
+  static_assert(simd_width == 16);
+  return unsigned(__mmask16(m));
+#elif defined(__AVX__)
+  static_assert(simd_width == 8);
+  return unsigned(_mm256_movemask_ps(m));
+#else
+  alignas(64) float t[simd_width];
+  xsimd::select(m, vfloat(1.f), vfloat(0.f)).store_aligned(t);
+  unsigned bits = 0;
+  for (int c = 0; c < simd_width; ++c) bits |= t[c] != 0.f ? 1u << c : 0u;
+  return bits;
+#endif
+}
 
 // e^x for x in [-87.3, 88.7] on a batch: x = k ln2 + r with |r| <= ln2/2 (Cody-Waite,
 // two-part ln2), e^r by its Taylor polynomial to r^7 (truncation < 6e-9 relative), scaled by
