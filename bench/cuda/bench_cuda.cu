@@ -2,7 +2,7 @@
 // with CUDA events (warm-up, then the median of many launches, random inputs, poisoned
 // outputs checked for being written). Prints one JSON object per workload on stdout; the
 // device script merges them with torch SDPA / FlexAttention timings of the same run.
-//   attnkit_bench_cuda [--reps=30] [--only=substring | --only==exact row name]
+//   attnkit_bench_cuda [--reps=30] [--only=substring | --only==exact row name] [--window_sweep]
 #include <attnkit/cuda.hpp>
 
 #include <algorithm>
@@ -301,11 +301,13 @@ bool block_kept(index_t r, index_t c) { return (r * 73 + c * 151) % 9 == 0; }
 }  // namespace
 
 int main(int argc, char** argv) {
+  bool window_sweep = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strncmp(argv[i], "--reps=", 7)) g_reps = std::atoi(argv[i] + 7);
     else if (!std::strncmp(argv[i], "--only=", 7)) g_only = argv[i] + 7;
+    else if (!std::strcmp(argv[i], "--window_sweep")) window_sweep = true;
     else {
-      std::fprintf(stderr, "usage: %s [--reps=30] [--only=substring]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--reps=30] [--only=substring | --only==exact row name] [--window_sweep]\n", argv[0]);
       return 2;
     }
   }
@@ -313,6 +315,17 @@ int main(int argc, char** argv) {
     const index_t N = 16384, D = 128, H = 16;
     Buffers buf(std::size_t(H * N * D));
     const double dense = double(N) * double(N), causal = double(N) * double(N + 1) / 2;
+    if (window_sweep) {
+      // Sliding windows from 1 to 65 key tiles per query tile (128 x 128 tiles): time against
+      // tiles per CTA separates a CTA's fixed cost (prologue, epilogue) from the cost of a tile.
+      for (const index_t W : {0, 127, 255, 511, 1023, 2047, 4095, 8191}) {
+        double pairs = 0;
+        for (index_t i = 0; i < N; ++i) pairs += double(std::min(i, W) + 1);
+        const std::string name = "window " + std::to_string(W) + " N=16384 (sweep)";
+        bench(name.c_str(), make_attention(Softmax{}, SlidingWindow{W, 0}), buf, 1, H, N, D, pairs);
+      }
+      return 0;
+    }
     bench("dense N=16384", make_attention(Softmax{}, Full{}), buf, 1, H, N, D, dense);
     bench("causal N=16384", make_attention(Softmax{}, Causal{}), buf, 1, H, N, D, causal);
     bench("dense N=4096 D=64", make_attention(Softmax{}, Full{}), buf, 4, H, 4096, 64, 4096.0 * 4096.0);

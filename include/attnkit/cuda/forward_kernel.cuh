@@ -1235,17 +1235,27 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_blocks)
     // Column pairs as one 4-byte store where the row allows (half the store instructions).
     constexpr bool pairs = sizeof(TO) == 2;
     const bool paired = pairs && (reinterpret_cast<std::uintptr_t>(orow) & 3u) == 0;
+    // Whole rows: no column test per pair. (With the tests each pair took ten instructions and
+    // a reconvergence; launches of short rows such as window 1023 spent 9% of their warp
+    // samples in this epilogue.)
+    const auto store_pair = [&](int n) {
+      *reinterpret_cast<std::uint32_t*>(orow + n * 8 + 2 * t) = ptx::pack2<TO>(o[n][2 * r] * f, o[n][2 * r + 1] * f);
+    };
+    if (pairs && paired && Dv == HD) {
+      if constexpr (pairs)
 #pragma unroll
-    for (int n = 0; n < ON; ++n) {
-      const int col = n * 8 + 2 * t;
-      if constexpr (pairs) {
-        if (paired && col + 1 < Dv) {
-          *reinterpret_cast<std::uint32_t*>(orow + col) = ptx::pack2<TO>(o[n][2 * r] * f, o[n][2 * r + 1] * f);
+        for (int n = 0; n < ON; ++n) store_pair(n);
+    } else {
+#pragma unroll
+      for (int n = 0; n < ON; ++n) {
+        const int col = n * 8 + 2 * t;
+        if (pairs && paired && col + 1 < Dv) {
+          if constexpr (pairs) store_pair(n);
           continue;
         }
+        if (col < Dv) orow[col] = ptx::from_f32<TO>(o[n][2 * r] * f);
+        if (col + 1 < Dv) orow[col + 1] = ptx::from_f32<TO>(o[n][2 * r + 1] * f);
       }
-      if (col < Dv) orow[col] = ptx::from_f32<TO>(o[n][2 * r] * f);
-      if (col + 1 < Dv) orow[col + 1] = ptx::from_f32<TO>(o[n][2 * r + 1] * f);
     }
     if constexpr (score_has_lse<Score>()) {
       if (a.lse.data && t == 0) *a.lse.row(b, h, row_i[r]) = l[r] > 0.f ? m[r] / logit_unit + math<float>::log(l[r]) : neg_inf;
