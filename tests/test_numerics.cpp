@@ -1,5 +1,6 @@
 // Storage conversions and the CPU backend's vectorised math.
 #include <attnkit/core/fast_divisor.hpp>
+#include <attnkit/cpu/scratch.hpp>
 #include <attnkit/cpu/simd.hpp>
 #include <attnkit/cpu/topk_select.hpp>
 
@@ -106,6 +107,39 @@ TEST_CASE("the kernels' scratch rows start on cache lines, whatever their size a
     REQUIRE(rows.front() == 1.f);
     REQUIRE(rows.back() == 2.f);
   }
+}
+
+TEST_CASE("scratch blocks are cache-line aligned, reused by the thread that freed them, and bounded", "[numerics]") {
+  cpu::release_scratch();
+  const std::size_t big = cpu::scratch_min_bytes / sizeof(float) + 1000;
+  const float* first = nullptr;
+  for (std::size_t n : {std::size_t(1), std::size_t(70000), big, 3 * big}) {
+    cpu::scratch_vector<float> rows(n, 1.f);
+    REQUIRE(reinterpret_cast<std::uintptr_t>(rows.data()) % 64 == 0);
+    rows.resize(3 * n + 5, 2.f);
+    REQUIRE(reinterpret_cast<std::uintptr_t>(rows.data()) % 64 == 0);
+    REQUIRE(rows.front() == 1.f);
+    REQUIRE(rows.back() == 2.f);
+  }
+  {
+    cpu::scratch_vector<float> a(big);
+    first = a.data();
+  }
+  {
+    cpu::scratch_vector<float> b(big - 500);  // fits the block a freed: the same memory
+    REQUIRE(b.data() == first);
+    cpu::scratch_vector<float> c(big);  // another block
+    REQUIRE(c.data() != first);
+  }
+  const std::size_t limit = cpu::scratch_cache_limit();
+  cpu::set_scratch_cache_limit(0);  // nothing kept: freed blocks go back to the system
+  cpu::release_scratch();
+  {
+    cpu::scratch_vector<float> a(big);
+    a[0] = 3.f;
+  }
+  cpu::set_scratch_cache_limit(limit);
+  cpu::release_scratch();
 }
 
 TEST_CASE("top-k ranked keys order like (logit, -index) and select_best keeps exactly the k best", "[numerics]") {

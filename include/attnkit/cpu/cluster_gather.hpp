@@ -22,6 +22,7 @@
 #include "bind.hpp"
 #include "convert.hpp"
 #include "parallel.hpp"
+#include "scratch.hpp"
 #include "simd.hpp"
 
 namespace attnkit::cpu {
@@ -39,9 +40,9 @@ namespace detail {
 // that head is packed rows [first[(b * H + h) * (C + 1) + c], first[... + c + 1]).
 template <class T>
 struct ClusterSort {
-  std::vector<T> rows;            // packed, storage type kept
-  std::vector<index_t> first;     // [B * H * (C + 1)]
-  std::vector<std::int32_t> src;  // packed row -> original row index (within its head)
+  scratch_vector<T> rows;            // packed, storage type kept
+  scratch_vector<index_t> first;     // [B * H * (C + 1)]
+  scratch_vector<std::int32_t> src;  // packed row -> original row index (within its head)
 
   ClusterSort(const ClusterRouting& m, const TensorView<const T>& x, index_t D, int threads) {
     const index_t B = x.shape[0], H = x.shape[1], N = x.shape[2], C = m.n_clusters;
@@ -87,7 +88,7 @@ TileCounters run_cluster_gathered(const Variant& attn, TensorView<const TQ> q, T
   // Keys (with their values, in the keys' order) and queries sorted by cluster.
   const ClusterSort<TK> ks(m, k, D, threads);
   const ClusterSort<TQ> qs(m, q, D, threads);
-  std::vector<TV> vrows(std::size_t(B * Hkv * Nk * Dv));
+  scratch_vector<TV> vrows(std::size_t(B * Hkv * Nk * Dv));
   parallel_for(B * Hkv, threads, [&](index_t lo, index_t hi, int) {
     for (index_t bh = lo; bh < hi; ++bh)
       for (index_t r = 0; r < Nk; ++r) {
@@ -101,8 +102,8 @@ TileCounters run_cluster_gathered(const Variant& attn, TensorView<const TQ> q, T
   // call, not of a cluster); the positions mean nothing here and the mask is Full.
   const auto dense = make_attention(attn.score.resolve(p), Full{});
   using P = BatchPlan<std::remove_const_t<decltype(dense)>, TQ, TK, TV, TO>;
-  std::vector<TO> out(std::size_t(B * Hq * Nq * Dv));
-  std::vector<float> lse(opt.lse ? std::size_t(B * Hq * Nq) : 0);
+  scratch_vector<TO> out(std::size_t(B * Hq * Nq * Dv));
+  scratch_vector<float> lse(opt.lse ? std::size_t(B * Hq * Nq) : 0);
   std::vector<typename P::Seq> seqs;
   for (index_t b = 0; b < B; ++b)
     for (index_t h = 0; h < Hq; ++h) {

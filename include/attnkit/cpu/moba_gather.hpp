@@ -28,6 +28,7 @@
 #include "bind.hpp"
 #include "convert.hpp"
 #include "parallel.hpp"
+#include "scratch.hpp"
 
 namespace attnkit::cpu {
 
@@ -73,7 +74,7 @@ TileCounters run_moba_gathered(const Variant& attn, TensorView<const TQ> q, Tens
   });
   constexpr index_t chunk = 256;
   const index_t chunks = (Nq + chunk - 1) / chunk;
-  std::vector<std::int32_t> routes(std::size_t(B * Hq * Nq * keep), -1);
+  scratch_vector<std::int32_t> routes(std::size_t(B * Hq * Nq * keep), -1);
   parallel_for(B * Hq * chunks, threads, [&](index_t lo, index_t hi, int) {
     typename Binder<MoBA>::Store store;
     for (index_t c = lo; c < hi; ++c) {
@@ -89,16 +90,16 @@ TileCounters run_moba_gathered(const Variant& attn, TensorView<const TQ> q, Tens
   });
 
   // Pairs grouped by (batch, query head, key block), rows in order within a group.
-  std::vector<index_t> first(std::size_t(B * Hq * nkb + 1), 0);
+  scratch_vector<index_t> first(std::size_t(B * Hq * nkb + 1), 0);
   for (index_t bh = 0; bh < B * Hq; ++bh)
     for (index_t e = 0; e < Nq * keep; ++e)
       if (const std::int32_t kb = routes[std::size_t(bh * Nq * keep + e)]; kb >= 0) ++first[std::size_t(bh * nkb + kb + 1)];
   for (std::size_t g = 1; g < first.size(); ++g) first[g] += first[g - 1];
   const index_t pairs = first.back();
-  std::vector<std::int32_t> pair_row(static_cast<std::size_t>(pairs));
-  std::vector<index_t> pair_of(routes.size(), -1);  // (row, slot) -> pair
+  scratch_vector<std::int32_t> pair_row(static_cast<std::size_t>(pairs));
+  scratch_vector<index_t> pair_of(routes.size(), -1);  // (row, slot) -> pair
   {
-    std::vector<index_t> next(first.begin(), first.end() - 1);
+    scratch_vector<index_t> next(first.begin(), first.end() - 1);
     for (index_t bh = 0; bh < B * Hq; ++bh)
       for (index_t i = 0; i < Nq; ++i)
         for (index_t s = 0; s < keep; ++s) {
@@ -109,7 +110,7 @@ TileCounters run_moba_gathered(const Variant& attn, TensorView<const TQ> q, Tens
           pair_of[e] = at;
         }
   }
-  std::vector<TQ> qpack(std::size_t(pairs * D));
+  scratch_vector<TQ> qpack(std::size_t(pairs * D));
   parallel_for(B * Hq, threads, [&](index_t lo, index_t hi, int) {
     for (index_t bh = lo; bh < hi; ++bh)
       for (index_t at = first[std::size_t(bh * nkb)]; at < first[std::size_t((bh + 1) * nkb)]; ++at) {
@@ -120,9 +121,9 @@ TileCounters run_moba_gathered(const Variant& attn, TensorView<const TQ> q, Tens
 
   // Partial states: the routed pairs' and the own blocks' (identity where a row's own block
   // has no keys, Nq > Nk).
-  std::vector<float> pair_o(static_cast<std::size_t>(pairs * Dv)), pair_m(static_cast<std::size_t>(pairs)),
+  scratch_vector<float> pair_o(static_cast<std::size_t>(pairs * Dv)), pair_m(static_cast<std::size_t>(pairs)),
       pair_l(static_cast<std::size_t>(pairs));
-  std::vector<float> acc_o(std::size_t(B * Hq * Nq * Dv), 0.f), acc_m(std::size_t(B * Hq * Nq), initial_row_max<Score>()),
+  scratch_vector<float> acc_o(std::size_t(B * Hq * Nq * Dv), 0.f), acc_m(std::size_t(B * Hq * Nq), initial_row_max<Score>()),
       acc_l(std::size_t(B * Hq * Nq), 0.f);
   const auto packed = [](auto* data, index_t n, index_t width) {
     using E = std::remove_pointer_t<decltype(data)>;
