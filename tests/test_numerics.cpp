@@ -132,6 +132,18 @@ TEST_CASE("scratch blocks are cache-line aligned, reused by the thread that free
     REQUIRE(c.data() != first);
   }
   const std::size_t limit = cpu::scratch_cache_limit();
+  cpu::set_scratch_cache_limit(sizeof(float) * big + 4096);  // room for one block of big floats
+  {
+    cpu::scratch_vector<float> kept(big);
+    first = kept.data();
+  }
+  {
+    cpu::scratch_vector<float> huge(4 * big);  // over the limit alone: freed, the cached block stays
+  }
+  {
+    cpu::scratch_vector<float> again(big);
+    REQUIRE(again.data() == first);
+  }
   cpu::set_scratch_cache_limit(0);  // nothing kept: freed blocks go back to the system
   cpu::release_scratch();
   {

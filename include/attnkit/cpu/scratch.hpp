@@ -52,12 +52,12 @@ class ScratchCache {
     auto* raw = static_cast<unsigned char*>(p) - scratch_alignment;
     const std::size_t bytes = *reinterpret_cast<std::size_t*>(raw);
     const std::size_t limit = scratch_limit().load(std::memory_order_relaxed);
+    if (bytes > limit) return free_block(p);  // would not fit even alone: keep what is cached
     while (!blocks_.empty() && held_ + bytes > limit) {  // the oldest blocks make room
       free_block(blocks_.front().data);
       held_ -= blocks_.front().bytes;
       blocks_.erase(blocks_.begin());
     }
-    if (held_ + bytes > limit) return free_block(p);
     try {
       blocks_.push_back({p, bytes});
     } catch (...) {  // (called from a deallocation: no exception may leave)
