@@ -49,46 +49,13 @@ ATTNKIT_INLINE vfloat sum_lanes(const vfloat* x) {
 // Rows requested ahead of use go to L2: a chunk ahead does not fit L1 beside the chunk in use.
 inline constexpr bool decode_prefetch_near = false;
 
-// Requests the lines of rows[0 .. n) in address order, row by row, spread over a kernel's
-// steps: each call adds keys x row_lines lines to the credit and requests one line per
-// steps_per_key of it, so steps_per_key steps of a key settle one row. Column-blocked
-// kernels touch a row's lines far apart in time; requesting the lines in that order (line
-// d of every row, then line d + 1, ...) ran at 0.55-0.60 of stream, in address order at
-// 0.65-0.73 (GQA f32, AVX2 EPYC, one thread). The call sits outside the unrolled FMA loop:
-// requests inside it, a runtime loop per key, cost the unrolled body its schedule (PV at 4
-// rows, f32 in L1: 26-27 TSC ticks a key without requests, 45-61 with them per key, 27-28
-// with them per group of simd_width keys).
-template <class T>
-class LineRequests {
- public:
-  LineRequests(const T* const* rows, index_t n, index_t row_elems, index_t steps_per_key)
-      : rows_(rows), n_(rows && row_elems > 0 ? n : 0), bytes_(row_elems * index_t(sizeof(T))),
-        lines_((bytes_ + 63) / 64), steps_(std::max<index_t>(1, steps_per_key)) {}
-
-  ATTNKIT_INLINE void operator()(index_t keys = 1) {
-    if (row_ >= n_) return;
-    credit_ += keys * lines_;
-    if (credit_ < steps_) return;
-    const index_t count = credit_ / steps_;
-    credit_ -= count * steps_;
-    lines(count);
-  }
-  void rest() { lines(n_ * lines_); }  // the lines a short last group did not reach
-
- private:
-  // The next `count` lines, row by row (a plain loop per row: a few instructions a line).
-  ATTNKIT_INLINE void lines(index_t count) {
-    while (count > 0 && row_ < n_) {
-      const char* row = reinterpret_cast<const char*>(rows_[row_]);
-      const index_t end = std::min(bytes_, off_ + count * 64);
-      count -= (end - off_ + 63) / 64;
-      for (; off_ < end; off_ += 64) __builtin_prefetch(row + off_, 0, decode_prefetch_near ? 3 : 2);
-      if (off_ >= bytes_) off_ = 0, ++row_;
-    }
-  }
-  const T* const* rows_;
-  index_t n_, bytes_, lines_, steps_, row_ = 0, off_ = 0, credit_ = 0;
-};
+// Both kernels request the rows `ahead` names a few lines per step, inside their unrolled
+// FMA loops, never in bursts. A software prefetch that misses takes a fill buffer until its
+// line arrives and stalls the core when none is free, so a burst of a row group's lines
+// (64 at a time in P V) held the arithmetic behind it for several memory latencies; spread
+// over the steps, each request waits for a buffer while FMAs run. Measured on GQA 32/8, f32,
+// KV 32768, one thread of a Xeon with AVX-512: 104.5 -> 88.8 ns a key (P V's requests
+// spread: -15, Q K^T's: -5), against 68-78 for a plain read of the same bytes.
 
 // FMA chains the inner products keep in flight: enough to cover the FMA latency on both
 // pipes (AVX2: 2 pipes x 4 cycles), few enough to stay in registers with their operands.
@@ -96,8 +63,7 @@ inline constexpr int decode_fma_chains = simd_width >= 16 ? 16 : 8;
 
 // s[r][c] = <q[r], phi(k_c)> for keys c < n; s[r][c] = 0 from n to the next multiple of
 // simd_width. q: RB rows of ldq floats (zero padded to a multiple of simd_width); s: RB rows
-// of lds floats. With `ahead`, requests row ahead[c] along with key c: prefetches spread over
-// the arithmetic keep memory busy without a burst of them stalling the core.
+// of lds floats. With `ahead`, requests row ahead[c] along with key c, a line per step.
 template <int RB, class TK, class Phi>
 ATTNKIT_INLINE void decode_qk(const float* q, index_t ldq, index_t D, const TK* const* kp, index_t n, float* s,
                               index_t lds, const Phi& phi, const TK* const* ahead = nullptr) {
@@ -114,16 +80,25 @@ ATTNKIT_INLINE void decode_qk(const float* q, index_t ldq, index_t D, const TK* 
     // accumulators, so the out-of-order core overlaps consecutive passes.
     // Inlined: as a call, each pass paid a prologue, a realigned stack frame and zeroed
     // spills (measured: QK at 4 rows, f32 in L1, from 42-47 to 30-37 TSC ticks a key).
-    auto pass = [&]<int K>(std::integral_constant<int, K>, index_t c) ATTNKIT_INLINE_LAMBDA {
+    // Requests: whether the pass requests rows ahead, a compile-time choice so that passes
+    // without any keep their steps free of the test.
+    auto pass = [&]<int K, bool Requests>(std::integral_constant<int, K>, std::bool_constant<Requests>,
+                                          index_t c) ATTNKIT_INLINE_LAMBDA {
       vfloat a[RB][K][NA];
       for (int r = 0; r < RB; ++r)
         for (int u = 0; u < K; ++u)
           for (int t = 0; t < NA; ++t) a[r][u][t] = vfloat(0.f);
       const TK* k[K];
       for (int u = 0; u < K; ++u) k[u] = kp[c0 + c + u];
-      if (ahead)
-        for (int u = 0; u < K; ++u) prefetch_row<decode_prefetch_near>(ahead[c0 + c + u], D);
-      auto step = [&](index_t d, int t, auto&& load_key) {
+      // Step d requests the line holding element d + W - 1 of each key row ahead (the row's
+      // last element in the tail step): one line a step for f32 rows, covering the row; the
+      // line before a misaligned row's first step is the previous row's last.
+      const TK* kf[K] = {};  // the rows ahead, offset to the first step's last element
+      if constexpr (Requests)
+        for (int u = 0; u < K; ++u) kf[u] = ahead[c0 + c + u] + (W - 1);
+      auto step = [&](index_t d, int t, auto&& load_key, index_t last = 0) {
+        if constexpr (Requests)
+          for (int u = 0; u < K; ++u) __builtin_prefetch(kf[u] + d - last, 0, decode_prefetch_near ? 3 : 2);
         vfloat kv[K];
         for (int u = 0; u < K; ++u) kv[u] = phi(load_key(k[u] + d));
         for (int r = 0; r < RB; ++r) {
@@ -139,21 +114,25 @@ ATTNKIT_INLINE void decode_qk(const float* q, index_t ldq, index_t D, const TK* 
       for (; d + NA * W <= Dfull; d += NA * W)
         for (int t = 0; t < NA; ++t) step(d + t * W, t, full);
       for (; d < Dfull; d += W) step(d, 0, full);
-      if (d < D) step(d, 0, [&](const TK* x) { return load_floats(x, D - d); });
+      if (d < D) step(d, 0, [&](const TK* x) { return load_floats(x, D - d); }, d + W - D);
       for (int r = 0; r < RB; ++r)
         for (int u = 0; u < K; ++u) {
           for (int t = 1; t < NA; ++t) a[r][u][0] += a[r][u][t];
           dots[r][c + u] = a[r][u][0];
         }
     };
+    auto pass_keys = [&]<int K>(std::integral_constant<int, K> keys, index_t c) ATTNKIT_INLINE_LAMBDA {
+      if (ahead) pass(keys, std::true_type{}, c);
+      else pass(keys, std::false_type{}, c);
+    };
     index_t c = 0;
     if (m == W) {  // a full group: a constant trip count the compiler unrolls (measured: twice
                    // the bandwidth of the rolled loop from DRAM)
 #pragma GCC unroll 16
-      for (; c < W; c += KP) pass(std::integral_constant<int, KP>{}, c);
+      for (; c < W; c += KP) pass_keys(std::integral_constant<int, KP>{}, c);
     } else {
-      for (; c + KP <= m; c += KP) pass(std::integral_constant<int, KP>{}, c);
-      for (; c < m; ++c) pass(std::integral_constant<int, 1>{}, c);
+      for (; c + KP <= m; c += KP) pass_keys(std::integral_constant<int, KP>{}, c);
+      for (; c < m; ++c) pass_keys(std::integral_constant<int, 1>{}, c);
       for (; c < W; ++c)
         for (int r = 0; r < RB; ++r) dots[r][c] = vfloat(0.f);
     }
@@ -166,7 +145,7 @@ ATTNKIT_INLINE void decode_qk(const float* q, index_t ldq, index_t D, const TK* 
 // decode_pv_pad). All RB rows are updated in one pass over the V rows, in column blocks of
 // decode_pv_vectors<RB> batches (RB x that many accumulators), so that a V element is loaded
 // and converted once per pass, not once per row block. With `ahead`, requests the lines of
-// rows ahead[0 .. n) in address order, a share before each group of simd_width keys.
+// rows ahead[0 .. n), a column block's share (up to NV x simd_width elements) per step.
 template <int RB>
 inline constexpr int decode_pv_vectors = std::max(2, std::min(8, decode_fma_chains / int(std::bit_ceil(unsigned(RB)))));
 inline constexpr int decode_pv_rows = 4;
@@ -177,20 +156,25 @@ ATTNKIT_INLINE void decode_pv(const float* p, index_t ldp, const TV* const* vp, 
                               index_t ldacc, const TV* const* ahead = nullptr) {
   constexpr int W = simd_width, NV = decode_pv_vectors<RB>;
   static_assert(decode_pv_pad % (NV * W) == 0);
-  // Rows one after another in memory (a dense cache) are requested in address order, a
-  // sequential stream; rows apart (a head's rows in a token-major paged pool) keep one
-  // request per key and column block, spread over the steps (measured on paged GQA: the
-  // grouped requests ran at 0.44 of stream against 0.50, T=1, f32).
-  const bool stream = ahead && n > 1 && ahead[n - 1] == ahead[0] + (n - 1) * Dv;
-  LineRequests<TV> request(stream ? ahead : nullptr, n, Dv, (Dv + NV * W - 1) / (NV * W));
-  const TV* const* per_step = stream ? nullptr : ahead;
+  // Rows one after another in memory (a dense cache) are requested in address order: step
+  // (column block b, key c) takes the block-sized piece b n + c of the rows' whole range
+  // (when the blocks tile a row exactly), so the requests run through memory as one stream
+  // (on an AVX2 EPYC, address order read 0.65-0.73 of stream against 0.55-0.60 for the
+  // order of use, line d of every row, then line d + 1; equal on the AVX-512 Xeon). Rows
+  // apart (a head's rows in a token-major paged pool) are requested in the order of use:
+  // key c's columns of the block.
+  const bool stream = ahead && n > 1 && Dv % (NV * W) == 0 && ahead[n - 1] == ahead[0] + (n - 1) * Dv;
   for (index_t d = 0; d < Dv; d += NV * W) {
+    const TV* const block_stream = stream ? ahead[0] + d * n : nullptr;  // piece b n of the range
     vfloat a[RB][NV];
     for (int r = 0; r < RB; ++r)
       for (int u = 0; u < NV; ++u) a[r][u] = vfloat::load_unaligned(acc + r * ldacc + d + u * W);
-    // cols: the block's width, a constant in full blocks (no request loop in the unrolled body)
-    auto step = [&](index_t c, index_t cols, auto&& load_value) {
-      if (per_step) prefetch_row<decode_prefetch_near>(per_step[c], cols, d);
+    // cols: the block's width, a constant in full blocks (no request loop in the unrolled body).
+    // Req: how the step requests rows (0 none, 1 the stream piece, 2 ahead[c]'s columns), a
+    // compile-time choice so that steps without requests carry no test.
+    auto step = [&]<int Req>(std::integral_constant<int, Req>, index_t c, index_t cols, auto&& load_value) {
+      if constexpr (Req == 1) prefetch_row<decode_prefetch_near>(block_stream + c * (NV * W), NV * W);
+      if constexpr (Req == 2) prefetch_row<decode_prefetch_near>(ahead[c], cols, d);
       vfloat v[NV];
       for (int u = 0; u < NV; ++u) v[u] = load_value(vp[c] + d + u * W, u);
       for (int r = 0; r < RB; ++r) {
@@ -198,24 +182,27 @@ ATTNKIT_INLINE void decode_pv(const float* p, index_t ldp, const TV* const* vp, 
         for (int u = 0; u < NV; ++u) a[r][u] = xsimd::fma(pr, v[u], a[r][u]);
       }
     };
-    if (d + NV * W <= Dv) {
-      auto full = [](const TV* x, int) { return load_floats(x); };
-      index_t c = 0;
-      // Whole groups of simd_width keys: a constant trip count the compiler unrolls
-      // (measured: twice the bandwidth of the loop)
-      for (; c + W <= n; c += W) {
-        request(W);
+    auto block = [&](auto req) ATTNKIT_INLINE_LAMBDA {
+      if (d + NV * W <= Dv) {
+        auto full = [](const TV* x, int) { return load_floats(x); };
+        index_t c = 0;
+        // Whole groups of simd_width keys: a constant trip count the compiler unrolls
+        // (measured: twice the bandwidth of the loop)
+        for (; c + W <= n; c += W)
 #pragma GCC unroll 16
-        for (int u = 0; u < W; ++u) step(c + u, NV * W, full);
+          for (int u = 0; u < W; ++u) step(req, c + u, NV * W, full);
+        for (; c < n; ++c) step(req, c, NV * W, full);
+      } else {
+        for (index_t c = 0; c < n; ++c)
+          step(req, c, Dv - d, [&](const TV* x, int u) { return load_floats(x, Dv - d - u * W); });
       }
-      for (; c < n; ++c) request(), step(c, NV * W, full);
-    } else {
-      for (index_t c = 0; c < n; ++c) request(), step(c, Dv - d, [&](const TV* x, int u) { return load_floats(x, Dv - d - u * W); });
-    }
+    };
+    if (stream) block(std::integral_constant<int, 1>{});
+    else if (ahead) block(std::integral_constant<int, 2>{});
+    else block(std::integral_constant<int, 0>{});
     for (int r = 0; r < RB; ++r)
       for (int u = 0; u < NV; ++u) a[r][u].store_unaligned(acc + r * ldacc + d + u * W);
   }
-  request.rest();
 }
 
 // Calls f(std::integral_constant<int, RB>{}, r0) for row blocks of at most Max rows
