@@ -93,12 +93,13 @@ ATTNKIT_INLINE void decode_qk(const float* q, index_t ldq, index_t D, const TK* 
       // Step d requests the line holding element d + W - 1 of each key row ahead (the row's
       // last element in the tail step): one line a step for f32 rows, covering the row; the
       // line before a misaligned row's first step is the previous row's last.
-      const TK* kf[K] = {};  // the rows ahead, offset to the first step's last element
+      const TK* kf[K] = {};
       if constexpr (Requests)
-        for (int u = 0; u < K; ++u) kf[u] = ahead[c0 + c + u] + (W - 1);
-      auto step = [&](index_t d, int t, auto&& load_key, index_t last = 0) {
+        for (int u = 0; u < K; ++u) kf[u] = ahead[c0 + c + u];
+      // over: how far the step's last element d + W - 1 would pass the row's end (tail step)
+      auto step = [&](index_t d, int t, auto&& load_key, index_t over = 0) {
         if constexpr (Requests)
-          for (int u = 0; u < K; ++u) __builtin_prefetch(kf[u] + d - last, 0, decode_prefetch_near ? 3 : 2);
+          for (int u = 0; u < K; ++u) __builtin_prefetch(kf[u] + (d + (W - 1) - over), 0, decode_prefetch_near ? 3 : 2);
         vfloat kv[K];
         for (int u = 0; u < K; ++u) kv[u] = phi(load_key(k[u] + d));
         for (int r = 0; r < RB; ++r) {
