@@ -110,11 +110,13 @@ TileCounters run_moba_gathered(const Variant& attn, TensorView<const TQ> q, Tens
           pair_of[e] = at;
         }
   }
+  // Packed by (head, key block) group over the threads: with one head, packing by head ran on
+  // one thread (pairs x D elements; N=4096: 4 MiB).
   scratch_vector<TQ> qpack(std::size_t(pairs * D));
-  parallel_for(B * Hq, threads, [&](index_t lo, index_t hi, int) {
-    for (index_t bh = lo; bh < hi; ++bh)
-      for (index_t at = first[std::size_t(bh * nkb)]; at < first[std::size_t((bh + 1) * nkb)]; ++at) {
-        const TQ* row = q.row(bh / Hq, bh % Hq, pair_row[std::size_t(at)]);
+  parallel_for(B * Hq * nkb, threads, [&](index_t lo, index_t hi, int) {
+    for (index_t g = lo; g < hi; ++g)
+      for (index_t at = first[std::size_t(g)]; at < first[std::size_t(g + 1)]; ++at) {
+        const TQ* row = q.row(g / nkb / Hq, g / nkb % Hq, pair_row[std::size_t(at)]);
         std::copy(row, row + D, qpack.data() + at * D);
       }
   });
