@@ -1,5 +1,7 @@
 // Threads: the result does not depend on the thread count or on who drives the work items,
 // and concurrent calls of different variants match serial calls.
+#include <atomic>
+#include <stdexcept>
 #include <thread>
 
 #include "support.hpp"
@@ -80,3 +82,64 @@ TEST_CASE("an engine's worker reused across calls never sees the previous call's
     }
   }
 }
+
+TEST_CASE("the default driver's pool: threads kept across calls, errors and nested calls", "[threads]") {
+  auto& pool = cpu::ThreadPool::instance();
+  std::vector<int> seen(64, 0);
+  const auto count = [&](index_t b, index_t e, int) {
+    for (index_t i = b; i < e; ++i) ++seen[std::size_t(i)];
+  };
+  cpu::parallel_for(64, 3, count);
+  const int helpers = pool.helpers();
+  REQUIRE(helpers >= 2);
+  for (int round = 0; round < 20; ++round) cpu::parallel_for(64, 3, count);
+  REQUIRE(pool.helpers() == helpers);  // kept, not started again
+  for (int x : seen) REQUIRE(x == 21);
+
+  // An exception from any thread reaches the caller, and the pool serves the next call.
+  REQUIRE_THROWS_AS(cpu::parallel_for(64, 3, [](index_t b, index_t, int) {
+                      if (b == 37) throw std::runtime_error("item 37");
+                    }),
+                    std::runtime_error);
+  std::atomic<index_t> total{0};
+  cpu::parallel_for(1000, 3, [&](index_t b, index_t e, int) { total += e - b; });
+  REQUIRE(total == 1000);
+
+  // A body that calls parallel_for itself (on a pool thread or the busy caller) gets threads of
+  // its own for that call.
+  std::vector<std::atomic<int>> inner(8 * 16);
+  cpu::parallel_for(8, 2, [&](index_t b, index_t e, int) {
+    for (index_t i = b; i < e; ++i)
+      cpu::parallel_for(16, 2, [&](index_t ib, index_t ie, int) {
+        for (index_t j = ib; j < ie; ++j) ++inner[std::size_t(i * 16 + j)];
+      });
+  });
+  for (auto& x : inner) REQUIRE(x.load() == 1);
+}
+
+#if __has_include(<sys/wait.h>)
+#include <sys/wait.h>
+#include <unistd.h>
+
+TEST_CASE("a forked child runs attention with threads of its own", "[threads]") {
+  // The parent's pool threads do not exist in the child: its calls must not wait for them.
+  const Shape s{1, 2, 1, 100, 100, 16, 16, false, {}};
+  Tensor<float> q(s, s.Hq, s.Nq, s.D), k(s, s.Hkv, s.Nk, s.D), v(s, s.Hkv, s.Nk, s.Dv);
+  fill_normal(q), fill_normal(k), fill_normal(v);
+  Tensor<float> o1(s, s.Hq, s.Nq, s.Dv), o2(s, s.Hq, s.Nq, s.Dv);
+  Options two;
+  two.threads = 2;
+  const auto attn = make_attention(Softmax{}, Causal{});
+  cpu::run(attn, q.cview(), k.cview(), v.cview(), o1.view, two);  // the pool exists now
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    cpu::run(attn, q.cview(), k.cview(), v.cview(), o2.view, two);
+    _exit(o1.data == o2.data ? 0 : 1);
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+}
+#endif

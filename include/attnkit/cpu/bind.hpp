@@ -65,19 +65,26 @@ template <class A, class B>
 struct Binder<Or<A, B>> : CombBinder<A, B, Or> {};
 
 namespace detail {
-inline std::vector<float> key_block_means(const HeadInputs& in, index_t block) {
-  const index_t D = in.p->D, Nk = in.p->Nk, nb = (Nk + block - 1) / block;
-  std::vector<float> means(std::size_t(nb * D), 0.f);
+// Means of key blocks [kb0, kb1) of a head into out[(kb - kb0) * D + d].
+inline void key_block_means(const HeadInputs& in, index_t block, index_t kb0, index_t kb1, float* out) {
+  const index_t D = in.p->D, Nk = in.p->Nk;
   std::vector<float> row(static_cast<std::size_t>(D));
-  for (index_t j = 0; j < Nk; ++j) {
-    in.k_row(j, row.data());
-    float* dst = means.data() + (j / block) * D;
-    for (index_t d = 0; d < D; ++d) dst[d] += row[d];
+  for (index_t kb = kb0; kb < kb1; ++kb) {
+    float* dst = out + (kb - kb0) * D;
+    std::fill(dst, dst + D, 0.f);
+    const index_t j1 = std::min(Nk, (kb + 1) * block);
+    for (index_t j = kb * block; j < j1; ++j) {
+      in.k_row(j, row.data());
+      for (index_t d = 0; d < D; ++d) dst[d] += row[d];
+    }
+    const float inv = 1.f / float(j1 - kb * block);
+    for (index_t d = 0; d < D; ++d) dst[d] *= inv;
   }
-  for (index_t kb = 0; kb < nb; ++kb) {
-    const float inv = 1.f / float(std::min(Nk, (kb + 1) * block) - kb * block);
-    for (index_t d = 0; d < D; ++d) means[kb * D + d] *= inv;
-  }
+}
+inline std::vector<float> key_block_means(const HeadInputs& in, index_t block) {
+  const index_t nb = (in.p->Nk + block - 1) / block;
+  std::vector<float> means(static_cast<std::size_t>(nb * in.p->D));
+  key_block_means(in, block, 0, nb, means.data());
   return means;
 }
 

@@ -38,34 +38,48 @@ namespace detail {
 // The rows of one [B, H, N, D] view sorted by cluster, head by head: packed row r of head
 // (b, h) is rows[(b * H + h) * N + r], original row order kept within a cluster; cluster c of
 // that head is packed rows [first[(b * H + h) * (C + 1) + c], first[... + c + 1]).
+inline constexpr index_t sort_chunk = 256;  // rows per work item of the sorts and copies
+
 template <class T>
 struct ClusterSort {
   scratch_vector<T> rows;            // packed, storage type kept
   scratch_vector<index_t> first;     // [B * H * (C + 1)]
   scratch_vector<std::int32_t> src;  // packed row -> original row index (within its head)
 
+  // Rows in chunks over the threads, not heads: one head (H = 1) sorted on one thread.
   ClusterSort(const ClusterRouting& m, const TensorView<const T>& x, index_t D, int threads) {
     const index_t B = x.shape[0], H = x.shape[1], N = x.shape[2], C = m.n_clusters;
+    const index_t chunks = (N + sort_chunk - 1) / sort_chunk;
     rows.resize(std::size_t(B * H * N * D));
     first.assign(std::size_t(B * H * (C + 1)), 0);
     src.resize(std::size_t(B * H * N));
-    parallel_for(B * H, threads, [&](index_t lo, index_t hi, int) {
+    scratch_vector<std::uint8_t> id(std::size_t(B * H * N));
+    parallel_for(B * H * chunks, threads, [&](index_t lo, index_t hi, int) {
       std::vector<float> row(static_cast<std::size_t>(D));
-      std::vector<std::uint8_t> id(static_cast<std::size_t>(N));
-      for (index_t bh = lo; bh < hi; ++bh) {
-        const index_t b = bh / H, h = bh % H;
-        index_t* f = first.data() + bh * (C + 1);
-        for (index_t i = 0; i < N; ++i) {
-          to_float_row(x.row(b, h, i), row.data(), D);
-          id[i] = nearest_centroid(m, row.data(), D);
-          ++f[id[i] + 1];
+      for (index_t c = lo; c < hi; ++c) {
+        const index_t bh = c / chunks, i0 = c % chunks * sort_chunk, i1 = std::min(N, i0 + sort_chunk);
+        for (index_t i = i0; i < i1; ++i) {
+          to_float_row(x.row(bh / H, bh % H, i), row.data(), D);
+          id[std::size_t(bh * N + i)] = nearest_centroid(m, row.data(), D);
         }
-        for (index_t c = 0; c < C; ++c) f[c + 1] += f[c];
-        std::vector<index_t> next(f, f + C);
-        for (index_t i = 0; i < N; ++i) {
-          const index_t r = next[id[i]]++;
-          src[std::size_t(bh * N + r)] = std::int32_t(i);
-          std::copy(x.row(b, h, i), x.row(b, h, i) + D, rows.data() + (bh * N + r) * D);
+      }
+    });
+    // Counting sort per head (O(N) integer steps), then the copies over the threads.
+    std::vector<index_t> next(static_cast<std::size_t>(C));
+    for (index_t bh = 0; bh < B * H; ++bh) {
+      index_t* f = first.data() + bh * (C + 1);
+      const std::uint8_t* hid = id.data() + bh * N;
+      for (index_t i = 0; i < N; ++i) ++f[hid[i] + 1];
+      for (index_t c = 0; c < C; ++c) f[c + 1] += f[c];
+      std::copy(f, f + C, next.begin());
+      for (index_t i = 0; i < N; ++i) src[std::size_t(bh * N + next[hid[i]]++)] = std::int32_t(i);
+    }
+    parallel_for(B * H * chunks, threads, [&](index_t lo, index_t hi, int) {
+      for (index_t c = lo; c < hi; ++c) {
+        const index_t bh = c / chunks, r0 = c % chunks * sort_chunk, r1 = std::min(N, r0 + sort_chunk);
+        for (index_t r = r0; r < r1; ++r) {
+          const T* row = x.row(bh / H, bh % H, src[std::size_t(bh * N + r)]);
+          std::copy(row, row + D, rows.data() + (bh * N + r) * D);
         }
       }
     });
@@ -89,12 +103,15 @@ TileCounters run_cluster_gathered(const Variant& attn, TensorView<const TQ> q, T
   const ClusterSort<TK> ks(m, k, D, threads);
   const ClusterSort<TQ> qs(m, q, D, threads);
   scratch_vector<TV> vrows(std::size_t(B * Hkv * Nk * Dv));
-  parallel_for(B * Hkv, threads, [&](index_t lo, index_t hi, int) {
-    for (index_t bh = lo; bh < hi; ++bh)
-      for (index_t r = 0; r < Nk; ++r) {
+  const index_t kchunks = (Nk + sort_chunk - 1) / sort_chunk, qchunks = (Nq + sort_chunk - 1) / sort_chunk;
+  parallel_for(B * Hkv * kchunks, threads, [&](index_t lo, index_t hi, int) {
+    for (index_t c = lo; c < hi; ++c) {
+      const index_t bh = c / kchunks, r0 = c % kchunks * sort_chunk, r1 = std::min(Nk, r0 + sort_chunk);
+      for (index_t r = r0; r < r1; ++r) {
         const TV* row = v.row(bh / Hkv, bh % Hkv, ks.src[std::size_t(bh * Nk + r)]);
         std::copy(row, row + Dv, vrows.data() + (bh * Nk + r) * Dv);
       }
+    }
   });
 
   // One sequence per (batch, query head, cluster) with queries: packed views, one head each.
@@ -128,14 +145,16 @@ TileCounters run_cluster_gathered(const Variant& attn, TensorView<const TQ> q, T
   drive(plan, threads);
 
   // Back to the rows they came from.
-  parallel_for(B * Hq, threads, [&](index_t lo, index_t hi, int) {
-    for (index_t bh = lo; bh < hi; ++bh)
-      for (index_t r = 0; r < Nq; ++r) {
+  parallel_for(B * Hq * qchunks, threads, [&](index_t lo, index_t hi, int) {
+    for (index_t c = lo; c < hi; ++c) {
+      const index_t bh = c / qchunks, r0 = c % qchunks * sort_chunk, r1 = std::min(Nq, r0 + sort_chunk);
+      for (index_t r = r0; r < r1; ++r) {
         const index_t i = qs.src[std::size_t(bh * Nq + r)];
         const TO* row = out.data() + (bh * Nq + r) * Dv;
         std::copy(row, row + Dv, o.row(bh / Hq, bh % Hq, i));
         if (opt.lse) opt.lse.at(bh / Hq, bh % Hq, i) = lse[std::size_t(bh * Nq + r)];
       }
+    }
   });
   return plan.counters();
 }

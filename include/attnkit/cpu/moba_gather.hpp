@@ -68,10 +68,22 @@ TileCounters run_moba_gathered(const Variant& attn, TensorView<const TQ> q, Tens
     return HeadInputs{&p, b, h, [&q, b, h, D](index_t i, float* out) { to_float_row(q.row(b, h, i), out, D); },
                       [&k, b, hkv, D](index_t j, float* out) { to_float_row(k.row(b, hkv, j), out, D); }};
   };
-  std::vector<typename Binder<MoBA>::Head> heads(static_cast<std::size_t>(B * Hq));
-  parallel_for(B * Hq, threads, [&](index_t lo, index_t hi, int) {
-    for (index_t bh = lo; bh < hi; ++bh) heads[std::size_t(bh)] = Binder<MoBA>::bind_head(m, inputs(bh));
+  // The key block means of each (batch, kv head), blocks in groups over the threads (one head
+  // on one thread read all N keys while the other thread waited).
+  const index_t Hkv = p.Hkv, mean_group = 8, mean_groups = (nkb + mean_group - 1) / mean_group;
+  std::vector<typename Binder<MoBA>::Head> heads(static_cast<std::size_t>(B * Hkv));
+  for (auto& hd : heads) hd.kmeans.resize(std::size_t(nkb * D));
+  parallel_for(B * Hkv * mean_groups, threads, [&](index_t lo, index_t hi, int) {
+    for (index_t g = lo; g < hi; ++g) {
+      const index_t bkv = g / mean_groups, kb0 = g % mean_groups * mean_group, kb1 = std::min(nkb, kb0 + mean_group);
+      // (any query head of the kv head: only the key rows are read)
+      const index_t h = bkv % Hkv * (Hq / Hkv);
+      key_block_means(inputs(bkv / Hkv * Hq + h), m.block, kb0, kb1, heads[std::size_t(bkv)].kmeans.data() + kb0 * D);
+    }
   });
+  const auto head_of = [&](index_t bh) -> const typename Binder<MoBA>::Head& {
+    return heads[std::size_t(bh / Hq * Hkv + p.kv_head(bh % Hq))];
+  };
   constexpr index_t chunk = 256;
   const index_t chunks = (Nq + chunk - 1) / chunk;
   scratch_vector<std::int32_t> routes(std::size_t(B * Hq * Nq * keep), -1);
@@ -79,7 +91,7 @@ TileCounters run_moba_gathered(const Variant& attn, TensorView<const TQ> q, Tens
     typename Binder<MoBA>::Store store;
     for (index_t c = lo; c < hi; ++c) {
       const index_t bh = c / chunks, i0 = c % chunks * chunk, n = std::min(Nq, i0 + chunk) - i0;
-      const MoBARows rows = Binder<MoBA>::bind_tile(m, heads[std::size_t(bh)], store, inputs(bh), TileRows{i0, n});
+      const MoBARows rows = Binder<MoBA>::bind_tile(m, head_of(bh), store, inputs(bh), TileRows{i0, n});
       for (index_t i = i0; i < i0 + n; ++i) {
         std::int32_t* r = routes.data() + (bh * Nq + i) * keep;
         index_t got = 0;
