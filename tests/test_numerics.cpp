@@ -49,7 +49,15 @@ TEST_CASE("the vectorised exp and softplus keep their error bounds", "[numerics]
   REQUIRE(std::isinf(y[1]));
   REQUIRE(std::isnan(y[2]));
   REQUIRE(y[3] == 0.f);
+  REQUIRE(std::isinf(y[4]));
   REQUIRE(y[5] == 1.f);
+  // The ends of the range: the largest finite results, the first overflowing ones, the last
+  // normal one above the flush to 0.
+  const float ends[4] = {88.72f, 88.7228f, 88.73f, -87.29f};
+  for (int i = 0; i < W; ++i) x[i] = ends[i % 4];
+  cpu::fast_exp(vfloat::load_unaligned(x)).store_unaligned(y);
+  for (int i : {0, 1, 3}) REQUIRE(std::abs(y[i] - std::exp(double(x[i]))) / std::exp(double(x[i])) < 3e-7);
+  REQUIRE(std::isinf(y[2]));
   worst = 0;
   for (double base = -60.0; base < 60.0; base += 0.0113) {
     for (int i = 0; i < W; ++i) x[i] = float(base + i * 1e-3);

@@ -78,9 +78,16 @@ struct math<T, std::enable_if_t<std::is_floating_point_v<T>>> {
   }
 };
 
-// x^r for a real r >= 1; small integer powers avoid pow() on every backend.
 template <class T>
-ATTNKIT_HD T power_of(T x, float r) {
+ATTNKIT_HD T real_power(T x, float r) {
+  return math<T>::pow(x, T(r));
+}
+
+// x^r for a real r >= 1; small integer powers avoid pow() on every backend. Always inlined,
+// the general power kept out of line: inside the CPU's weight loops the compiler had once made
+// the whole function a call per batch of weights.
+template <class T>
+ATTNKIT_HD ATTNKIT_INLINE T power_of(T x, float r) {
   if (r == 1.f) return x;
   if (r == 2.f) return x * x;
   if (r == 3.f) return x * x * x;
@@ -88,7 +95,7 @@ ATTNKIT_HD T power_of(T x, float r) {
     const T y = x * x;
     return y * y;
   }
-  return math<T>::pow(x, T(r));
+  return real_power(x, r);
 }
 
 inline constexpr float neg_inf = -__builtin_huge_valf();

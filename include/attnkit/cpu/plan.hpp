@@ -757,11 +757,14 @@ class Plan {
           for (index_t d = 0; d < Dvp_; ++d) acc[d] *= a;
         }
     } else {
+      // A local copy of the score: the member could alias the stores to st, and its fields
+      // (softplus's power) were loaded again for every batch of weights.
+      const Score score = score_;
       for (index_t r = 0; r < TQP; r += W) {
         const vfloat lambda = vfloat::load_unaligned(w.lambda.data() + r);
         vfloat sum(0.f);
         for (index_t c = 0; c < n; ++c) {
-          vfloat p = score_.template weight<vfloat>(vfloat::load_unaligned(st + c * TQP + r), vfloat(0.f), lambda);
+          vfloat p = score.template weight<vfloat>(vfloat::load_unaligned(st + c * TQP + r), vfloat(0.f), lambda);
           if (partial) p *= vfloat::load_unaligned(w.valid.data() + c * TQP + r);
           p.store_unaligned(st + c * TQP + r);
           sum += p;
