@@ -26,6 +26,9 @@
 #include <thread>
 #include <tuple>
 #include <vector>
+#if __has_include(<sys/mman.h>)
+#include <sys/mman.h>
+#endif
 
 namespace attnkit_bench {
 
@@ -43,6 +46,7 @@ struct Config {
   double min_time = 0.3;
   bool check = false;     // compare each variant once with the fp64 reference (slow at large N)
   index_t decode_kv = 32768;  // decode benchmarks: keys per sequence (0: none)
+  bool huge_pages = false;    // decode caches and the stream array on transparent huge pages
   std::string table_out;  // markdown table + header + raw console output
   std::string command;    // the command line, for the table header
 };
@@ -51,6 +55,37 @@ inline Config& config() {
   static Config c;
   return c;
 }
+
+// Allocator of the large read-only arrays (decode caches, the stream array). With --huge_pages,
+// blocks of 2 MiB and more are 2 MiB aligned and advised as transparent huge pages before their
+// first touch, which a KV pool allocated once by an engine may be: the paged cache's rows of
+// one head lie a page apart (NHD), one TLB entry per row on 4 KiB pages.
+template <class T>
+struct BigAllocator {
+  using value_type = T;
+  static constexpr std::size_t huge = std::size_t(2) << 20;
+  BigAllocator() = default;
+  template <class U>
+  BigAllocator(const BigAllocator<U>&) noexcept {}
+  static bool advised(std::size_t bytes) { return config().huge_pages && bytes >= huge; }
+  T* allocate(std::size_t n) {
+    const std::size_t bytes = n * sizeof(T);
+    if (!advised(bytes)) return static_cast<T*>(::operator new(bytes));
+    void* p = ::operator new((bytes + huge - 1) / huge * huge, std::align_val_t{huge});
+#if __has_include(<sys/mman.h>) && defined(MADV_HUGEPAGE)
+    ::madvise(p, (bytes + huge - 1) / huge * huge, MADV_HUGEPAGE);  // (advice: failure is harmless)
+#endif
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, std::size_t n) noexcept {
+    if (!advised(n * sizeof(T))) return ::operator delete(p);
+    ::operator delete(p, std::align_val_t{huge});
+  }
+  template <class U>
+  bool operator==(const BigAllocator<U>&) const noexcept { return true; }
+};
+template <class T>
+using big_vector = std::vector<T, BigAllocator<T>>;
 
 template <class T>
 std::vector<T> parse_list(const std::string& s) {
@@ -79,6 +114,8 @@ inline void print_usage() {
       "  --table_out=FILE     write the markdown table (+ header, raw output)    ATTNKIT_BENCH_TABLE_OUT\n"
       "  --decode_kv=32768    KV length of the decode / stream-bandwidth rows     ATTNKIT_BENCH_DECODE_KV\n"
       "                       (0 skips them)\n"
+      "  --huge_pages=1       decode caches and the stream array advised as      ATTNKIT_BENCH_HUGE_PAGES\n"
+      "                       transparent huge pages (madvise), as an engine's KV pool may be\n"
       "  --check=1            also check each variant once against the fp64      ATTNKIT_BENCH_CHECK\n"
       "                       reference (counter rel_err; slow for N >= 4096)\n"
       "Use --benchmark_filter=REGEX to pick benchmarks (names: variant/dtype/N:../H:../T:..).\n");
@@ -107,6 +144,8 @@ inline Config& parse_args(int& argc, char** argv) {
       c.decode_kv = std::stoll(val);
     else if (key == "check")
       c.check = val != "0" && val != "false";
+    else if (key == "huge_pages")
+      c.huge_pages = val != "0" && val != "false";
     else
       return false;
     return true;
@@ -116,7 +155,7 @@ inline Config& parse_args(int& argc, char** argv) {
       {"heads", "ATTNKIT_BENCH_HEADS"},         {"reps", "ATTNKIT_BENCH_REPS"},
       {"ref_reps", "ATTNKIT_BENCH_REF_REPS"},   {"min_time", "ATTNKIT_BENCH_MIN_TIME"},
       {"table_out", "ATTNKIT_BENCH_TABLE_OUT"}, {"check", "ATTNKIT_BENCH_CHECK"},
-      {"decode_kv", "ATTNKIT_BENCH_DECODE_KV"}};
+      {"decode_kv", "ATTNKIT_BENCH_DECODE_KV"}, {"huge_pages", "ATTNKIT_BENCH_HUGE_PAGES"}};
   for (const auto& [key, var] : envs)
     if (const char* v = env(var)) apply(key, v);
   int out = 1;

@@ -132,8 +132,9 @@ void add_sgemm(index_t N, int threads) {
 // ------------------------------------------------------------------ read bandwidth and decode
 
 // Fills x with uniform values in [-1, 1) (xorshift: the decode caches hold up to 2^28 elements).
-template <class T>
-void fill_uniform(std::vector<T>& x, std::uint32_t seed) {
+template <class Vec>
+void fill_uniform(Vec& x, std::uint32_t seed) {
+  using T = typename Vec::value_type;
   std::uint32_t r = seed | 1u;
   for (auto& e : x) {
     r ^= r << 13, r ^= r >> 17, r ^= r << 5;
@@ -145,9 +146,9 @@ void fill_uniform(std::vector<T>& x, std::uint32_t seed) {
 // LLC), split into T contiguous parts on T threads.
 void bench_stream(benchmark::State& st, const std::string& name) {
   Entry& e = ab::registry()[name];
-  static std::vector<float> data;
+  static ab::big_vector<float> data;
   const index_t n = index_t(1) << 28;
-  if (data.empty()) fill_uniform(data = std::vector<float>(std::size_t(n)), 3);
+  if (data.empty()) data.resize(std::size_t(n)), fill_uniform(data, 3);
   e.bytes = double(n) * sizeof(float);
   const int T = e.threads;
   std::vector<float> part(static_cast<std::size_t>(T));
@@ -183,7 +184,8 @@ template <class T>
 struct DecodeInputs {
   static constexpr index_t page = 16;
   index_t Hq, Hkv, kv, D;
-  std::vector<T> q, k, v, kpool, vpool;
+  std::vector<T> q;
+  ab::big_vector<T> k, v, kpool, vpool;
   std::vector<std::int32_t> table, lens, qoff{0, 1};
   DecodeInputs(index_t hq, index_t hkv, index_t n, index_t d, bool paged) : Hq(hq), Hkv(hkv), kv(n), D(d) {
     q.resize(std::size_t(Hq * D));
