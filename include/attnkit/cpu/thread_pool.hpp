@@ -6,8 +6,8 @@
 // gathered MoBA path, eight parallel phases a call, spent ~7% of a two-thread call in page
 // faults of its helpers. Pool threads keep their pages and caches from call to call.
 //
-// One caller at a time: a second thread calling while the pool works for another (or a pool
-// thread calling from inside a task) is refused, and parallel_for starts threads of its own for
+// One caller at a time: a second thread calling while the pool works for another (or a task
+// calling from inside the pool's call) is refused, and parallel_for starts threads of its own for
 // that call as before. A forked child does not use its parent's pool (its threads are not
 // there); it starts threads per call. The pool lives until the process ends (never destroyed:
 // helpers waiting at exit end with the process, and no static destructor has to join them).
@@ -46,14 +46,19 @@ class ThreadPool {
 
   // Runs task(t) for t = 1 .. helpers on pool threads and task(0) on the calling thread, and
   // returns once all have returned. task must not throw. Returns false, having run nothing, when
-  // the pool is taken by another caller, the caller is a pool thread, the process is a fork of
+  // the pool is taken by another caller, the caller is a pool thread or already inside a call, the process is a fork of
   // the pool's, or helper threads cannot be started.
   template <class Task>
   bool try_run(int helpers, Task& task) {
-    if (helpers <= 0 || helpers > max_helpers || in_pool_thread() || owner_pid_ != detail::process_id()) return false;
+    // (The caller's own flag first: try_lock on a mutex this thread holds is undefined.)
+    if (helpers <= 0 || helpers > max_helpers || in_pool_work() || owner_pid_ != detail::process_id()) return false;
     std::unique_lock<std::mutex> call(call_mutex_, std::try_to_lock);
     if (!call.owns_lock()) return false;
     if (!grow(helpers)) return false;
+    in_pool_work() = true;
+    struct Clear {
+      ~Clear() { in_pool_work() = false; }
+    } clear;
     pending_.store(helpers, std::memory_order_relaxed);
     {
       std::lock_guard<std::mutex> lock(state_mutex_);
@@ -76,7 +81,8 @@ class ThreadPool {
  private:
   ThreadPool() : owner_pid_(detail::process_id()) {}
 
-  static bool& in_pool_thread() {
+  // True on helper threads, and on a caller while the pool runs its call.
+  static bool& in_pool_work() {
     thread_local bool flag = false;
     return flag;
   }
@@ -110,7 +116,7 @@ class ThreadPool {
   }
 
   void helper_loop(int index) {
-    in_pool_thread() = true;
+    in_pool_work() = true;
     std::uint64_t seen = 0;
     for (;;) {
       wait_until([&] { return generation_.load(std::memory_order_acquire) != seen; }, state_mutex_, wake_);
