@@ -35,33 +35,37 @@ constexpr bool gathers_clusters() {
 
 namespace detail {
 
+// body(bh, r0, r1) for rows [r0, r1) of head bh, over `heads` heads of n rows each, in chunks
+// of 256 rows over the threads: by heads alone, one head (H = 1) ran on one thread.
+template <class Body>
+void for_row_chunks(index_t heads, index_t n, int threads, Body&& body) {
+  constexpr index_t chunk = 256;
+  const index_t chunks = (n + chunk - 1) / chunk;
+  parallel_for(heads * chunks, threads, [&](index_t lo, index_t hi, int) {
+    for (index_t c = lo; c < hi; ++c) body(c / chunks, c % chunks * chunk, std::min(n, (c % chunks + 1) * chunk));
+  });
+}
+
 // The rows of one [B, H, N, D] view sorted by cluster, head by head: packed row r of head
 // (b, h) is rows[(b * H + h) * N + r], original row order kept within a cluster; cluster c of
 // that head is packed rows [first[(b * H + h) * (C + 1) + c], first[... + c + 1]).
-inline constexpr index_t sort_chunk = 256;  // rows per work item of the sorts and copies
-
 template <class T>
 struct ClusterSort {
   scratch_vector<T> rows;            // packed, storage type kept
   scratch_vector<index_t> first;     // [B * H * (C + 1)]
   scratch_vector<std::int32_t> src;  // packed row -> original row index (within its head)
 
-  // Rows in chunks over the threads, not heads: one head (H = 1) sorted on one thread.
   ClusterSort(const ClusterRouting& m, const TensorView<const T>& x, index_t D, int threads) {
     const index_t B = x.shape[0], H = x.shape[1], N = x.shape[2], C = m.n_clusters;
-    const index_t chunks = (N + sort_chunk - 1) / sort_chunk;
     rows.resize(std::size_t(B * H * N * D));
     first.assign(std::size_t(B * H * (C + 1)), 0);
     src.resize(std::size_t(B * H * N));
     scratch_vector<std::uint8_t> id(std::size_t(B * H * N));
-    parallel_for(B * H * chunks, threads, [&](index_t lo, index_t hi, int) {
+    for_row_chunks(B * H, N, threads, [&](index_t bh, index_t i0, index_t i1) {
       std::vector<float> row(static_cast<std::size_t>(D));
-      for (index_t c = lo; c < hi; ++c) {
-        const index_t bh = c / chunks, i0 = c % chunks * sort_chunk, i1 = std::min(N, i0 + sort_chunk);
-        for (index_t i = i0; i < i1; ++i) {
-          to_float_row(x.row(bh / H, bh % H, i), row.data(), D);
-          id[std::size_t(bh * N + i)] = nearest_centroid(m, row.data(), D);
-        }
+      for (index_t i = i0; i < i1; ++i) {
+        to_float_row(x.row(bh / H, bh % H, i), row.data(), D);
+        id[std::size_t(bh * N + i)] = nearest_centroid(m, row.data(), D);
       }
     });
     // Counting sort per head (O(N) integer steps), then the copies over the threads.
@@ -74,13 +78,10 @@ struct ClusterSort {
       std::copy(f, f + C, next.begin());
       for (index_t i = 0; i < N; ++i) src[std::size_t(bh * N + next[hid[i]]++)] = std::int32_t(i);
     }
-    parallel_for(B * H * chunks, threads, [&](index_t lo, index_t hi, int) {
-      for (index_t c = lo; c < hi; ++c) {
-        const index_t bh = c / chunks, r0 = c % chunks * sort_chunk, r1 = std::min(N, r0 + sort_chunk);
-        for (index_t r = r0; r < r1; ++r) {
-          const T* row = x.row(bh / H, bh % H, src[std::size_t(bh * N + r)]);
-          std::copy(row, row + D, rows.data() + (bh * N + r) * D);
-        }
+    for_row_chunks(B * H, N, threads, [&](index_t bh, index_t r0, index_t r1) {
+      for (index_t r = r0; r < r1; ++r) {
+        const T* row = x.row(bh / H, bh % H, src[std::size_t(bh * N + r)]);
+        std::copy(row, row + D, rows.data() + (bh * N + r) * D);
       }
     });
   }
@@ -103,14 +104,10 @@ TileCounters run_cluster_gathered(const Variant& attn, TensorView<const TQ> q, T
   const ClusterSort<TK> ks(m, k, D, threads);
   const ClusterSort<TQ> qs(m, q, D, threads);
   scratch_vector<TV> vrows(std::size_t(B * Hkv * Nk * Dv));
-  const index_t kchunks = (Nk + sort_chunk - 1) / sort_chunk, qchunks = (Nq + sort_chunk - 1) / sort_chunk;
-  parallel_for(B * Hkv * kchunks, threads, [&](index_t lo, index_t hi, int) {
-    for (index_t c = lo; c < hi; ++c) {
-      const index_t bh = c / kchunks, r0 = c % kchunks * sort_chunk, r1 = std::min(Nk, r0 + sort_chunk);
-      for (index_t r = r0; r < r1; ++r) {
-        const TV* row = v.row(bh / Hkv, bh % Hkv, ks.src[std::size_t(bh * Nk + r)]);
-        std::copy(row, row + Dv, vrows.data() + (bh * Nk + r) * Dv);
-      }
+  for_row_chunks(B * Hkv, Nk, threads, [&](index_t bh, index_t r0, index_t r1) {
+    for (index_t r = r0; r < r1; ++r) {
+      const TV* row = v.row(bh / Hkv, bh % Hkv, ks.src[std::size_t(bh * Nk + r)]);
+      std::copy(row, row + Dv, vrows.data() + (bh * Nk + r) * Dv);
     }
   });
 
@@ -145,15 +142,12 @@ TileCounters run_cluster_gathered(const Variant& attn, TensorView<const TQ> q, T
   drive(plan, threads);
 
   // Back to the rows they came from.
-  parallel_for(B * Hq * qchunks, threads, [&](index_t lo, index_t hi, int) {
-    for (index_t c = lo; c < hi; ++c) {
-      const index_t bh = c / qchunks, r0 = c % qchunks * sort_chunk, r1 = std::min(Nq, r0 + sort_chunk);
-      for (index_t r = r0; r < r1; ++r) {
-        const index_t i = qs.src[std::size_t(bh * Nq + r)];
-        const TO* row = out.data() + (bh * Nq + r) * Dv;
-        std::copy(row, row + Dv, o.row(bh / Hq, bh % Hq, i));
-        if (opt.lse) opt.lse.at(bh / Hq, bh % Hq, i) = lse[std::size_t(bh * Nq + r)];
-      }
+  for_row_chunks(B * Hq, Nq, threads, [&](index_t bh, index_t r0, index_t r1) {
+    for (index_t r = r0; r < r1; ++r) {
+      const index_t i = qs.src[std::size_t(bh * Nq + r)];
+      const TO* row = out.data() + (bh * Nq + r) * Dv;
+      std::copy(row, row + Dv, o.row(bh / Hq, bh % Hq, i));
+      if (opt.lse) opt.lse.at(bh / Hq, bh % Hq, i) = lse[std::size_t(bh * Nq + r)];
     }
   });
   return plan.counters();
