@@ -46,8 +46,8 @@ class ThreadPool {
 
   // Runs task(t) for t = 1 .. helpers on pool threads and task(0) on the calling thread, and
   // returns once all have returned. task must not throw. Returns false, having run nothing, when
-  // the pool is taken by another caller, the caller is a pool thread or already inside a call, the process is a fork of
-  // the pool's, or helper threads cannot be started.
+  // the pool is taken by another caller, the caller is a pool thread or already inside a call,
+  // the process is a fork of the pool's, or helper threads cannot be started.
   template <class Task>
   bool try_run(int helpers, Task& task) {
     // (The caller's own flag first: try_lock on a mutex this thread holds is undefined.)
@@ -128,6 +128,8 @@ class ThreadPool {
         seen = generation_.load(std::memory_order_relaxed);
         job = job_, fn = job_fn_, active = active_;
       }
+      // (A helper started by this call's grow may first read the previous call's job: its index
+      // is above that call's active count, so it skips it and waits for the next generation.)
       if (index > active) continue;
       fn(job, index);
       if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
